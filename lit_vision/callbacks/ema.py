@@ -1,0 +1,146 @@
+"""Exponential moving average (EMA) of model weights, built on Lightning's ``WeightAveraging``.
+
+Why a subclass instead of ``lightning.pytorch.callbacks.EMAWeightAveraging``: we want timm-style decay warm-up,
+correct handling of integer buffers (``BatchNorm.num_batches_tracked``) and the averaged copy living on the training
+device (Lightning builds it in ``setup``, before the strategy moves the model, so by default it would stay on CPU).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import WeightAveraging
+from torch import Tensor
+
+__all__ = ["EMA"]
+
+
+def _ema_multi_avg_fn(decay: float, warmup: bool) -> Callable[[list[Tensor], list[Tensor], Tensor | int], None]:
+    """Build a ``multi_avg_fn`` for :class:`torch.optim.swa_utils.AveragedModel`.
+
+    ``AveragedModel`` calls it once per (device, dtype) group with ``num_averaged`` = number of updates already folded
+    into the average (``n >= 1`` here: the very first update is a plain copy done by ``AveragedModel`` itself).
+    The warm-up decay is computed as a tensor on the parameters' device, so no host/device sync happens per step.
+    """
+
+    @torch.no_grad()
+    def ema_update(ema_params: list[Tensor], current_params: list[Tensor], num_averaged: Tensor | int) -> None:
+        if not (torch.is_floating_point(ema_params[0]) or torch.is_complex(ema_params[0])):
+            # Integer buffers (e.g. BatchNorm's num_batches_tracked) cannot be averaged meaningfully (and would be
+            # truncated back to the old value); keep them in sync with the live model instead, like timm does.
+            torch._foreach_copy_(ema_params, current_params)
+            return
+        if warmup:
+            n = torch.as_tensor(num_averaged, device=ema_params[0].device).to(torch.float32)
+            effective_decay = torch.clamp((1.0 + n) / (10.0 + n), max=decay)
+            weight: Tensor | float = (1.0 - effective_decay).to(ema_params[0].dtype)
+        else:
+            weight = 1.0 - decay
+        # lerp: ema + w * (current - ema) == (1 - w) * ema + w * current == d * ema + (1 - d) * current
+        torch._foreach_lerp_(ema_params, current_params, weight)
+
+    return ema_update
+
+
+class EMA(WeightAveraging):
+    r"""Keep an exponential moving average of the weights; validate, checkpoint and finish training with it.
+
+    Update rule, applied after selected optimizer steps (see below) to every parameter and, with
+    ``use_buffers=True``, every floating-point buffer (BatchNorm running stats)::
+
+        update 0:             ema = w                                   (AveragedModel copies on its first update)
+        update n (n >= 1):    ema = d_n * ema + (1 - d_n) * w
+        d_n = decay                                   if warmup is False
+        d_n = min(decay, (1 + n) / (10 + n))          if warmup is True   (timm ``ModelEmaV3`` / TF-style warm-up)
+
+    where ``w`` is the live weight right after the optimizer step and ``n`` is the number of updates already folded
+    into the average (``AveragedModel.n_averaged``; it is saved in checkpoints, so warm-up continues on resume). Note
+    ``n`` counts EMA *updates*, not optimizer steps, so with ``update_every_n_steps=k`` the warm-up lasts ``k`` times
+    as many optimizer steps. Integer buffers (``num_batches_tracked``) are copied from the live model, not averaged.
+
+    When to update: after the optimizer step with zero-based index ``i`` (``trainer.global_step - 1``) iff
+    ``i >= update_starting_at_step`` (0 when ``None``) and ``(i - update_starting_at_step) % update_every_n_steps == 0``.
+    With gradient accumulation ``i`` counts optimizer steps, not batches (``WeightAveraging`` checks that
+    ``global_step`` advanced).
+
+    What ``WeightAveraging`` does for us (verified in ``tests/callbacks/test_ema.py``):
+
+    * validation inside ``fit`` runs on the EMA weights (swapped in ``on_validation_epoch_start``, back in
+      ``on_validation_epoch_end``);
+    * checkpoints written during ``fit`` store the EMA weights under ``"state_dict"`` (so ``load_from_checkpoint``
+      gives the EMA model), the live weights under ``"current_model_state"`` and ``n_averaged`` under
+      ``"averaging_state"``; resuming with ``ckpt_path`` restores both and continues the same average;
+    * at the end of ``fit`` the EMA weights are *copied* into the module (the live weights are discarded).
+
+    Distributed training (DDP): every rank holds identical weights after each optimizer step (gradients are
+    all-reduced before the step and optimizer states start identical), so each rank updating its own EMA copy from
+    its own module yields bit-identical averages everywhere. No communication is needed. Sharded strategies
+    (FSDP/DeepSpeed stage 3, ``configure_model`` with sharding) are not supported by ``WeightAveraging``.
+
+    Args:
+        decay: EMA decay ``d`` in ``[0, 1]`` (upper bound when ``warmup`` is on). ``0.9999`` suits ~100k+ steps;
+            use ~``0.999`` for short runs.
+        warmup: use the ``min(decay, (1 + n) / (10 + n))`` warm-up so early, random weights are forgotten fast.
+        update_every_n_steps: update after every ``k``-th optimizer step (saves time for large models).
+        update_starting_at_step: first zero-based optimizer step index that updates the EMA; earlier steps are ignored
+            (the first update then copies the weights).
+        use_buffers: also average floating-point buffers (BatchNorm statistics). If ``False`` buffers are copied from
+            the live model at every update.
+        device: where to keep the EMA copy (e.g. ``"cpu"`` to save accelerator memory). ``None`` keeps it on the
+            module's device (moved there in ``on_fit_start``).
+    """
+
+    def __init__(
+        self,
+        decay: float = 0.9999,
+        warmup: bool = False,
+        update_every_n_steps: int = 1,
+        update_starting_at_step: int | None = None,
+        use_buffers: bool = True,
+        device: torch.device | str | int | None = None,
+    ) -> None:
+        if not 0.0 <= float(decay) <= 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1], got {decay}.")
+        if int(update_every_n_steps) < 1:
+            raise ValueError(f"EMA update_every_n_steps must be >= 1, got {update_every_n_steps}.")
+        if update_starting_at_step is not None and int(update_starting_at_step) < 0:
+            raise ValueError(f"EMA update_starting_at_step must be >= 0 or None, got {update_starting_at_step}.")
+        if isinstance(device, int):
+            # WeightAveraging does ``self._device or pl_module.device``, which would silently ignore device index 0.
+            device = torch.device(device)
+        super().__init__(device=device, use_buffers=use_buffers, multi_avg_fn=_ema_multi_avg_fn(float(decay), warmup))
+        self.decay = float(decay)
+        self.warmup = bool(warmup)
+        self.update_every_n_steps = int(update_every_n_steps)
+        self.update_starting_at_step = update_starting_at_step
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        """Step-based schedule only; epoch ends never trigger an extra update (that would double-count a step)."""
+        if step_idx is None:
+            return False
+        start = self.update_starting_at_step or 0
+        return step_idx >= start and (step_idx - start) % self.update_every_n_steps == 0
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Move the EMA copy next to the module.
+
+        ``WeightAveraging.setup`` deep-copies the module before the strategy moves it to the accelerator, so without
+        this the average would live on CPU and every update would copy all weights device-to-host.
+        """
+        if self._device is None and self._average_model is not None:
+            self._average_model.to(pl_module.device)
+
+    def decay_at(self, n: int) -> float:
+        """Effective decay used by the ``n``-th update (``n >= 1``; update 0 is a copy). Handy for logging/tests."""
+        return min(self.decay, (1.0 + n) / (10.0 + n)) if self.warmup else self.decay
+
+    @property
+    def num_updates(self) -> int:
+        """Number of EMA updates done so far (0 before ``fit``)."""
+        return 0 if self._average_model is None else int(self._average_model.n_averaged)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Also record the hyper-parameters, for provenance when inspecting a checkpoint."""
+        return {**super().state_dict(), "decay": self.decay, "warmup": self.warmup}

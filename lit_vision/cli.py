@@ -1,0 +1,99 @@
+"""``lit-vision``: LightningCLI with short class names, data-to-model links and task-aware outputs.
+
+    lit-vision fit --config experiments/classification/quickstart.yaml
+    lit-vision fit --model ImageClassifier --model.backbone tv/resnet50 \
+        --data ImageFolderDataModule --data.root /data/imagenette --trainer.callbacks+=EMA
+    lit-vision predict --config recipe.yaml --ckpt_path runs/.../best.ckpt --data.predict_paths photos/
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+# Imported for their side effect: LightningCLI resolves short class names among imported subclasses.
+import lit_vision.callbacks  # noqa: F401
+import lit_vision.data  # noqa: F401
+import lit_vision.loggers  # noqa: F401
+import lit_vision.tasks  # noqa: F401
+from lit_vision.callbacks.prediction_writer import JsonlPredictionWriter
+
+
+class LitVisionCLI(LightningCLI):
+    """LightningCLI that links ``num_classes``/``class_names`` from the data into the model."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # The user never types num_classes: the DataModule knows it once it has scanned its data.
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        """Prediction from a checkpoint alone: hand the checkpoint's class names to a root-less DataModule."""
+        if self.subcommand is None:
+            return
+        cfg = self.config[self.subcommand]
+        data_args = cfg.get("data", {}).get("init_args") if cfg.get("data") else None
+        model_args = cfg.get("model", {}).get("init_args") if cfg.get("model") else None
+        if data_args is None or model_args is None:
+            return
+        if data_args.get("root", "missing") is None and data_args.get("class_names") is None:
+            if model_args.get("class_names") is not None:
+                data_args["class_names"] = list(model_args["class_names"])
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        callbacks = trainer.callbacks
+        # A rich progress bar for people at a terminal; Lightning's plain one for logs and CI.
+        if sys.stdout.isatty() and trainer.progress_bar_callback is not None:
+            if not any(isinstance(c, ProgressBar) and not type(c).__name__.startswith("TQDM") for c in callbacks):
+                callbacks[:] = [c for c in callbacks if not isinstance(c, ProgressBar)] + [RichProgressBar()]
+        if self.subcommand == "predict" and not any(isinstance(c, JsonlPredictionWriter) for c in callbacks):
+            callbacks.append(JsonlPredictionWriter())
+        return trainer
+
+    def after_fit(self) -> None:
+        """Print the final validation metrics and where the best checkpoint is."""
+        trainer = self.trainer
+        if not trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if metrics:
+            print("\nValidation summary (last epoch):")
+            for k in sorted(metrics):
+                print(f"  {k:<16} {metrics[k]:.4f}")
+        ckpt = trainer.checkpoint_callback
+        if isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_path:
+            score = f"{float(ckpt.best_model_score):.4f}" if ckpt.best_model_score is not None else "n/a"
+            print(f"  best {ckpt.monitor or 'checkpoint'}: {score}  ->  {ckpt.best_model_path}")
+
+    def after_predict(self) -> None:
+        for c in self.trainer.callbacks:
+            if isinstance(c, JsonlPredictionWriter) and c.path is not None and self.trainer.is_global_zero:
+                print(f"Predictions written to {c.path}")
+
+
+def run_cli(args: list[str] | dict | None = None, run: bool = True) -> LitVisionCLI:
+    """Build (and by default run) the CLI; ``args`` as on the command line, or ``None`` for ``sys.argv``."""
+    return LitVisionCLI(
+        args=args,
+        trainer_defaults={
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+        },
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"parser_mode": "omegaconf"},
+        auto_configure_optimizers=False,
+        run=run,
+    )
+
+
+def main() -> None:
+    """Entry point of the ``lit-vision`` console script."""
+    run_cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""ImageClassifier: a thin LightningModule around :class:`~lit_vision.models.Classifier`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from lit_vision.backbones import create_backbone
+from lit_vision.heads import ClassificationHead
+from lit_vision.models import Classifier
+from lit_vision.tasks.base import VisionTask
+
+
+class ImageClassifier(VisionTask):
+    """Image classification on any registry backbone.
+
+    ``num_classes`` and ``class_names`` come from the DataModule through the CLI's argument links; the
+    class names are saved in the checkpoint's hyper-parameters, so a checkpoint alone predicts names.
+
+    Extension points for subclasses (see ``docs/classification.md``):
+    :meth:`build_model` / :meth:`build_head` (architecture), :meth:`compute_loss` (objective),
+    :meth:`forward` (inference), :meth:`parameter_groups` (optimizer groups).
+
+    Args:
+        backbone: registry name, e.g. ``"tv/resnet50"`` or ``"timm/convnext_tiny"``.
+        num_classes: number of classes (normally linked from the data; may be derived from class_names).
+        class_names: class names in label order.
+        pretrained: ``False``, ``True`` (library download) or a path to a local weights file.
+        backbone_kwargs: extra arguments for the backbone constructor (e.g. ``drop_path_rate``).
+        dropout: dropout before the final linear layer.
+        pool: global pooling of the head (``avg``, ``max``, ``avgmax``).
+        label_smoothing: cross-entropy label smoothing (also applied to Mixup/CutMix soft targets).
+        top_k: how many classes ``predict_step`` returns (and the k of the ``acc5`` metric, capped at
+            the number of classes).
+        freeze_backbone: train only the head (linear probing).
+        optimizer, lr_scheduler, lr_scheduler_interval, no_weight_decay_norm_bias: see
+            :class:`~lit_vision.tasks.base.VisionTask`.
+    """
+
+    monitor_metric = "val/acc1"
+
+    def __init__(
+        self,
+        backbone: str = "tv/resnet18",
+        num_classes: int | None = None,
+        class_names: list[str] | None = None,
+        pretrained: bool | str = False,
+        backbone_kwargs: dict[str, Any] | None = None,
+        dropout: float = 0.0,
+        pool: Literal["avg", "max", "avgmax"] = "avg",
+        label_smoothing: float = 0.0,
+        top_k: int = 5,
+        freeze_backbone: bool = False,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: Literal["step", "epoch"] = "step",
+        no_weight_decay_norm_bias: bool = True,
+    ) -> None:
+        super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, no_weight_decay_norm_bias)
+        if num_classes is None and class_names is None:
+            raise ValueError("ImageClassifier needs num_classes or class_names (normally linked from the data)")
+        if num_classes is None:
+            num_classes = len(class_names)
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"num_classes={num_classes} but {len(class_names)} class_names were given")
+        self.save_hyperparameters()
+        self._drop_unserializable_hparams()
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        self.label_smoothing = label_smoothing
+        self.top_k = min(top_k, num_classes)
+        self.model = self.build_model()
+        if freeze_backbone:
+            self.model.backbone.requires_grad_(False)
+        self.train_metrics = self._make_metrics("train/")
+        self.val_metrics = self._make_metrics("val/")
+        self.test_metrics = self._make_metrics("test/")
+
+    # ------------------------------------------------------------------ extension points
+    def build_model(self) -> nn.Module:
+        """Backbone + head. Override to compose a different network (must map images to logits)."""
+        hp = self.hparams
+        backbone = create_backbone(hp.backbone, pretrained=hp.pretrained, **(hp.backbone_kwargs or {}))
+        return Classifier(backbone, self.build_head(backbone.channels[-1]))
+
+    def build_head(self, in_channels: int) -> nn.Module:
+        """The head on the last feature map. Override for e.g. a cosine classifier or an MLP head."""
+        return ClassificationHead(in_channels, self.num_classes, dropout=self.hparams.dropout, pool=self.hparams.pool)
+
+    def compute_loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Cross-entropy; ``target`` is class indices, or soft targets ``[N, C]`` under Mixup/CutMix."""
+        return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
+
+    def _make_metrics(self, prefix: str) -> MetricCollection:
+        n = self.num_classes
+        return MetricCollection(
+            {
+                "acc1": MulticlassAccuracy(num_classes=n, top_k=1, average="micro"),
+                "acc5": MulticlassAccuracy(num_classes=n, top_k=min(5, n), average="micro"),
+            },
+            prefix=prefix,
+        )
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> Tensor:
+        images, target = batch["image"], batch["label"]
+        logits = self(images)
+        loss = self.compute_loss(logits, target)
+        hard = target.argmax(dim=1) if target.ndim == 2 else target
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(logits.detach(), hard)
+        # Per-step values go to the logger only every `log_every_n_steps`; the progress bar shows epoch
+        # values. Putting a per-step tensor on the progress bar would force a device sync each step.
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=stage != "train",
+                 batch_size=images.shape[0], sync_dist=stage != "train")
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        """Top-k class names and probabilities per image (``path`` and known ``label`` passed through)."""
+        probs = self(batch["image"]).float().softmax(dim=1)
+        top_p, top_i = probs.topk(self.top_k, dim=1)
+        paths = batch.get("path", [None] * len(probs))
+        labels = batch.get("label")
+        out = []
+        for j, (p, i) in enumerate(zip(top_p.tolist(), top_i.tolist())):
+            row: dict[str, Any] = {
+                "path": paths[j],
+                "top_k": [self.class_names[c] for c in i],
+                "probs": [round(x, 6) for x in p],
+                "indices": i,
+            }
+            if labels is not None and int(labels[j]) >= 0:
+                row["label"] = self.class_names[int(labels[j])]
+            out.append(row)
+        return out
