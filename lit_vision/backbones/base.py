@@ -1,0 +1,102 @@
+"""The contract every backbone honours, whatever library it comes from.
+
+Heads never look inside a backbone: a classifier pools ``features[-1]``, a detector or
+segmenter reads several maps and sizes its layers from ``channels`` and ``reductions``.
+Keeping that contract in one base class is what lets recipes swap ``tv/resnet50`` for
+``timm/convnext_tiny`` without touching head code.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+__all__ = ["Backbone", "resolve_out_indices"]
+
+
+class Backbone(nn.Module):
+    """Feature extractor returning one map per selected stage, shallow to deep.
+
+    Attributes:
+        name: the registry name it was built from, e.g. ``"tv/resnet50"``.
+        channels: channel count of each returned map.
+        reductions: stride of each returned map relative to the input (strictly
+            increasing), e.g. ``[4, 8, 16, 32]``. A map of an ``H x W`` input is about
+            ``H / r`` pixels tall; padding-free stems (AlexNet, Inception) give a bit less.
+        out_indices: which of the architecture's stages were selected (non-negative,
+            ascending); ``channels``/``reductions`` describe exactly those maps.
+    """
+
+    name: str
+    channels: list[int]
+    reductions: list[int]
+    out_indices: tuple[int, ...]
+
+    def __init__(
+        self,
+        name: str,
+        channels: Sequence[int],
+        reductions: Sequence[int],
+        out_indices: Sequence[int],
+    ) -> None:
+        super().__init__()
+        channels, reductions = [int(c) for c in channels], [int(r) for r in reductions]
+        if not channels or len(channels) != len(reductions) or len(channels) != len(out_indices):
+            raise ValueError(
+                f"{name}: channels {channels}, reductions {reductions} and out_indices "
+                f"{list(out_indices)} must be non-empty and of equal length"
+            )
+        if any(b <= a for a, b in zip(reductions, reductions[1:])):
+            raise ValueError(
+                f"{name}: reductions {reductions} are not strictly increasing; this architecture "
+                "has several maps at one resolution (e.g. a plain ViT), so select one map per "
+                "resolution with out_indices, e.g. out_indices=[-1]"
+            )
+        self.name = name
+        self.channels = channels
+        self.reductions = reductions
+        self.out_indices = tuple(int(i) for i in out_indices)
+
+    @property
+    def num_features(self) -> int:
+        """Channels of the last map: what a classification head pools."""
+        return self.channels[-1]
+
+    def forward(self, x: Tensor) -> list[Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, channels={self.channels}, reductions={self.reductions}"
+
+
+def resolve_out_indices(out_indices: Sequence[int] | None, num_stages: int, name: str) -> list[int]:
+    """Map timm-style indices (negative allowed, ``None`` = all) to sorted non-negative ones.
+
+    Sorting is deliberate: maps always come back shallow to deep, so ``[-1, 0]`` and
+    ``[0, -1]`` select the same two maps in the same order.
+    """
+    if out_indices is None:
+        return list(range(num_stages))
+    if not isinstance(out_indices, Sequence):
+        out_indices = [out_indices]  # a bare int
+    resolved = []
+    for i in out_indices:
+        if isinstance(i, bool):
+            raise TypeError(f"{name}: out_indices must be integers, got {out_indices!r}")
+        try:
+            i = operator.index(i)  # accepts numpy integers, rejects floats and strings
+        except TypeError:
+            raise TypeError(f"{name}: out_indices must be integers, got {out_indices!r}") from None
+        if not -num_stages <= i < num_stages:
+            raise IndexError(
+                f"{name}: out_index {i} is out of range; this backbone has {num_stages} stages "
+                f"(valid: {-num_stages}..{num_stages - 1})"
+            )
+        resolved.append(i % num_stages)
+    if not resolved:
+        raise ValueError(f"{name}: out_indices is empty; pass None for all stages")
+    if len(set(resolved)) != len(resolved):
+        raise ValueError(f"{name}: out_indices {list(out_indices)} select a stage twice")
+    return sorted(resolved)

@@ -1,0 +1,110 @@
+"""``timm/<name>``: any timm model through ``features_only=True``.
+
+timm already knows each architecture's stages (``feature_info``), so this is a thin
+wrapper. The two things it adds: out_indices are normalised (timm reports
+``feature_info.channels()`` in the order *given* but returns maps in module order, so
+``[-1, -2]`` would mislabel them), and local weight files are checked strictly before
+timm's own non-strict feature-model loading could silently skip keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .base import Backbone, resolve_out_indices
+from .weights import WeightSource, check_state_dict, load_weight_file
+
+__all__ = ["TimmBackbone", "build_timm_backbone"]
+
+_FEATURE_ONLY_KWARGS = ("out_indices", "feature_cls", "feature_cfg", "flatten_sequential")
+
+
+class TimmBackbone(Backbone):
+    """Wraps a timm ``features_only`` model; maps come back NCHW, shallow to deep."""
+
+    def __init__(self, name: str, model: nn.Module) -> None:
+        info = model.feature_info
+        idx = [i % len(info.info) for i in info.out_indices]
+        super().__init__(name, info.channels(), info.reduction(), idx)
+        self.model = model
+        # A few timm families (e.g. Swin) emit channels-last features.
+        fmt = getattr(model, "output_fmt", "NCHW")
+        self._nhwc = str(getattr(fmt, "value", fmt)).upper() == "NHWC"
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        out = self.model(x)
+        maps = list(out.values()) if isinstance(out, dict) else list(out)
+        return [m.permute(0, 3, 1, 2) for m in maps] if self._nhwc else maps
+
+
+def _meta_model(arch: str, **kwargs: Any) -> nn.Module:
+    """Build on the meta device: structure and shapes only, costs no memory or init time."""
+    import timm
+
+    with torch.device("meta"):
+        return timm.create_model(arch, pretrained=False, **kwargs)
+
+
+def _checked_state_dict(arch: str, source: WeightSource, kwargs: dict[str, Any]) -> dict[str, Tensor]:
+    """Load ``source`` and verify it is a full ``arch`` classification checkpoint."""
+    state = load_weight_file(source)
+    full_kwargs = {k: v for k, v in kwargs.items() if k not in _FEATURE_ONLY_KWARGS}
+    ref = _meta_model(arch, **full_kwargs)
+    cfg = getattr(ref, "pretrained_cfg", None) or {}
+    heads = cfg.get("classifier") or ()
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+    known = {k: v.shape for k, v in ref.state_dict().items()}
+    needed = {k: s for k, s in known.items() if not any(k.startswith(h + ".") for h in heads)}
+    first = cfg.get("first_conv") or ()
+    first = (first,) if isinstance(first, str) else tuple(first)
+    # timm adapts the stem to a different in_chans itself (sums / repeats the RGB filters).
+    adapted = [f"{c}.weight" for c in first] if "in_chans" in kwargs else []
+    check_state_dict(state, needed, known, source=source, arch=f"timm/{arch}", ignore_shape=adapted)
+    return state
+
+
+def _forget_state_dict(model: nn.Module) -> None:
+    """timm keeps the pretrained cfg (with our overlaid state dict) on the model: drop it."""
+    for m in model.modules():
+        for attr in ("pretrained_cfg", "default_cfg"):
+            cfg = getattr(m, attr, None)
+            if isinstance(cfg, dict):
+                cfg.pop("state_dict", None)
+
+
+def build_timm_backbone(
+    arch: str,
+    pretrained: bool | WeightSource = False,
+    out_indices: Sequence[int] | None = None,
+    **kwargs: Any,
+) -> TimmBackbone:
+    """Build ``timm/<arch>``. ``pretrained=True`` is timm's own (Hugging Face Hub) download.
+
+    ``out_indices=None`` keeps timm's default stages (every stage for CNNs).
+    """
+    import timm
+
+    name = f"timm/{arch}"
+    kwargs = dict(kwargs)
+    if out_indices is not None:
+        probe = _meta_model(arch, features_only=True, **kwargs)
+        n = len(probe.feature_info.info)
+        kwargs["out_indices"] = tuple(resolve_out_indices(out_indices, n, name))
+    if pretrained is True:
+        model = timm.create_model(arch, features_only=True, pretrained=True, **kwargs)
+    elif pretrained in (False, None):
+        model = timm.create_model(arch, features_only=True, pretrained=False, **kwargs)
+    else:
+        state = _checked_state_dict(arch, pretrained, kwargs)
+        # Hand the verified dict to timm so its own adaptations (checkpoint filters, in_chans
+        # stem conversion) apply; source=None keeps it from looking at the Hub at all.
+        overlay = {**kwargs.pop("pretrained_cfg_overlay", {}), "state_dict": state, "source": None}
+        model = timm.create_model(
+            arch, features_only=True, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
+        )
+        _forget_state_dict(model)
+    return TimmBackbone(name, model)
