@@ -95,7 +95,7 @@ class ImageFolderDataModule(LightningDataModule):
             ``val_fraction``, a single class tree split per class by ``split_seed``. May be ``None``
             for prediction only (then ``class_names`` must be given, e.g. from a checkpoint).
         val_fraction: fraction of each class held out for validation when ``root`` has no ``val/``.
-        image_size, mean, std, crop_scale, hflip, color_jitter, crop_pct: transform presets
+        image_size, mean, std, crop_scale, crop_ratio, hflip, color_jitter, crop_pct: transform presets
             (see :mod:`lit_vision.data.transforms`); set ``hflip=False`` for digits and text.
         batch_size: per-device batch size; ``eval_batch_size`` defaults to it.
         predict_paths: folders (searched recursively) or image files to predict; default: the
@@ -115,6 +115,7 @@ class ImageFolderDataModule(LightningDataModule):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         crop_scale: Sequence[float] = (0.08, 1.0),
+        crop_ratio: Sequence[float] = (3 / 4, 4 / 3),
         hflip: bool = True,
         color_jitter: float = 0.4,
         crop_pct: float = 0.875,
@@ -213,7 +214,9 @@ class ImageFolderDataModule(LightningDataModule):
     # ------------------------------------------------------------------ datasets
     def train_transform(self) -> Callable:
         hp = self.hparams
-        return classification_train_transforms(hp.image_size, hp.mean, hp.std, hp.crop_scale, hp.hflip, hp.color_jitter)
+        return classification_train_transforms(
+            hp.image_size, hp.mean, hp.std, hp.crop_scale, hp.hflip, hp.color_jitter, hp.crop_ratio
+        )
 
     def eval_transform(self) -> Callable:
         hp = self.hparams

@@ -24,6 +24,7 @@ def classification_train_transforms(
     scale: Sequence[float] = (0.08, 1.0),
     hflip: bool = True,
     color_jitter: float = 0.4,
+    ratio: Sequence[float] = (3 / 4, 4 / 3),
 ) -> v2.Compose:
     """Training preset: RandomResizedCrop, optional horizontal flip and colour jitter, normalize.
 
@@ -32,7 +33,7 @@ def classification_train_transforms(
     """
     ops: list[v2.Transform] = [
         v2.ToImage(),
-        v2.RandomResizedCrop(image_size, scale=tuple(scale), antialias=True),
+        v2.RandomResizedCrop(image_size, scale=tuple(scale), ratio=tuple(ratio), antialias=True),
     ]
     if hflip:
         ops.append(v2.RandomHorizontalFlip())
