@@ -37,7 +37,7 @@ def trained(imagefolder_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """One real (tiny) fit that writes a best checkpoint, shared by the tests below."""
     cwd = tmp_path_factory.mktemp("cli")
     proc = lit_vision(
-        "fit", *common(imagefolder_root), "--trainer.max_epochs", "2",
+        "fit", *common(imagefolder_root), "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1",
         "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.monitor", "val/acc1",
         "--trainer.callbacks.mode", "max", "--trainer.callbacks+=EMA", "--trainer.callbacks.decay", "0.9",
         cwd=cwd,
@@ -97,7 +97,7 @@ def test_predict_from_checkpoint_alone_writes_top5_names(trained: tuple[Path, Pa
 
 def test_class_count_is_linked_from_the_data(imagefolder_root: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    cli = run_cli(["fit", *common(imagefolder_root)], run=False)
+    cli = run_cli(common(imagefolder_root), run=False)
     assert cli.model.num_classes == 3 and cli.model.class_names == ["cat", "dog", "eel"]
     assert cli.model.model.head.fc.out_features == 3
 
@@ -113,10 +113,10 @@ def test_print_config_shows_the_resolved_recipe(imagefolder_root: Path, capsys: 
 def test_unknown_backbone_fails_before_training_with_suggestions(imagefolder_root: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(Exception, match="resnet18"):
-        run_cli(["fit", *common(imagefolder_root), "--model.backbone", "tv/resnet19"], run=False)
+        run_cli([*common(imagefolder_root), "--model.backbone", "tv/resnet19"], run=False)
 
 
 def test_bad_data_root_fails_before_the_model_is_built(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(Exception, match="no train/ folder"):
-        run_cli(["fit", *common(tmp_path)], run=False)
+        run_cli(common(tmp_path), run=False)

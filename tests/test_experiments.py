@@ -25,7 +25,7 @@ def test_the_canon_has_a_recipe_per_family() -> None:
 @pytest.mark.parametrize("recipe", CLASSIFICATION, ids=lambda p: p.stem)
 def test_classification_recipe_instantiates(recipe: Path, imagefolder_root: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    args = ["fit", "--config", str(recipe), "--data.num_workers", "0"]
+    args = ["--config", str(recipe), "--data.num_workers", "0"]
     if recipe.stem != "quickstart":
         args += ["--data.root", str(imagefolder_root)]
     cli = run_cli(args, run=False)
@@ -39,7 +39,7 @@ def test_classification_recipe_instantiates(recipe: Path, imagefolder_root: Path
 def test_classic_resnet50_recipe_matches_the_paper_setup(imagefolder_root: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     recipe = EXPERIMENTS / "classification" / "resnet50_imagefolder.yaml"
-    cli = run_cli(["fit", "--config", str(recipe), "--data.root", str(imagefolder_root)], run=False)
+    cli = run_cli(["--config", str(recipe), "--data.root", str(imagefolder_root)], run=False)
     hp, trainer = cli.model.hparams, cli.trainer
     assert hp.backbone == "tv/resnet50" and hp.label_smoothing == 0.1
     opt = cli.model.optimizer_factory(cli.model.parameter_groups())
