@@ -47,6 +47,7 @@ class LitVisionCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         callbacks = trainer.callbacks
+        self._monitor_best_checkpoint(trainer)
         # A rich progress bar for people at a terminal; Lightning's plain one for logs and CI.
         if sys.stdout.isatty() and trainer.progress_bar_callback is not None:
             if not any(isinstance(c, ProgressBar) and not type(c).__name__.startswith("TQDM") for c in callbacks):
@@ -54,6 +55,24 @@ class LitVisionCLI(LightningCLI):
         if self.subcommand == "predict" and not any(isinstance(c, JsonlPredictionWriter) for c in callbacks):
             callbacks.append(JsonlPredictionWriter())
         return trainer
+
+    def _monitor_best_checkpoint(self, trainer: Trainer) -> None:
+        """Without a configured ModelCheckpoint, keep the best epoch by the task's metric (plus ``last.ckpt``).
+
+        Lightning's default checkpoint only keeps the latest epoch, which is rarely the one a researcher
+        wants to evaluate or predict with.
+        """
+        monitor = getattr(self.model, "monitor_metric", None)
+        checkpoints = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+        if monitor is None or len(checkpoints) != 1 or checkpoints[0].monitor is not None:
+            return
+        configured = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        if any("ModelCheckpoint" in str(c.get("class_path", "")) for c in (configured.trainer.callbacks or [])):
+            return  # the user asked for an unmonitored checkpoint explicitly
+        best = ModelCheckpoint(monitor=monitor, mode="max", save_top_k=1, save_last=True,
+                               filename="best-epoch{epoch:03d}-" + monitor.replace("/", "_") + "={" + monitor + ":.4f}",
+                               auto_insert_metric_name=False)
+        trainer.callbacks[trainer.callbacks.index(checkpoints[0])] = best
 
     def after_fit(self) -> None:
         """Print the final validation metrics and where the best checkpoint is."""

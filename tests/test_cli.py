@@ -120,3 +120,14 @@ def test_bad_data_root_fails_before_the_model_is_built(tmp_path: Path, monkeypat
     monkeypatch.chdir(tmp_path)
     with pytest.raises(Exception, match="no train/ folder"):
         run_cli(common(tmp_path), run=False)
+
+
+def test_default_checkpoint_keeps_the_best_epoch_by_the_task_metric(imagefolder_root: Path, tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli(common(imagefolder_root), run=False)
+    ckpt = cli.trainer.checkpoint_callback
+    assert ckpt.monitor == "val/acc1" and ckpt.mode == "max" and ckpt.save_last
+    explicit = run_cli([*common(imagefolder_root), "--trainer.callbacks+=ModelCheckpoint",
+                        "--trainer.callbacks.every_n_epochs=2"], run=False)
+    assert explicit.trainer.checkpoint_callback.monitor is None  # what the user configured is kept
