@@ -8,11 +8,10 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 # Imported for their side effect: LightningCLI resolves short class names among imported subclasses.
@@ -48,10 +47,6 @@ class LitVisionCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         callbacks = trainer.callbacks
         self._monitor_best_checkpoint(trainer)
-        # A rich progress bar for people at a terminal; Lightning's plain one for logs and CI.
-        if sys.stdout.isatty() and trainer.progress_bar_callback is not None:
-            if not any(isinstance(c, ProgressBar) and not type(c).__name__.startswith("TQDM") for c in callbacks):
-                callbacks[:] = [c for c in callbacks if not isinstance(c, ProgressBar)] + [RichProgressBar()]
         if self.subcommand == "predict" and not any(isinstance(c, JsonlPredictionWriter) for c in callbacks):
             callbacks.append(JsonlPredictionWriter())
         return trainer

@@ -131,3 +131,11 @@ def test_default_checkpoint_keeps_the_best_epoch_by_the_task_metric(imagefolder_
     explicit = run_cli([*common(imagefolder_root), "--trainer.callbacks+=ModelCheckpoint",
                         "--trainer.callbacks.every_n_epochs=2"], run=False)
     assert explicit.trainer.checkpoint_callback.monitor is None  # what the user configured is kept
+
+
+def test_progress_bar_is_rich(imagefolder_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """Lightning picks its RichProgressBar when rich is installed (a runtime dependency of ours)."""
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(run_cli(common(imagefolder_root), run=False).trainer.progress_bar_callback, RichProgressBar)

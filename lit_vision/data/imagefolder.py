@@ -8,7 +8,6 @@ is built. Image contents are decoded and checked in ``setup`` (once per run, bef
 
 from __future__ import annotations
 
-import os
 import random
 import warnings
 from collections.abc import Callable, Sequence
@@ -244,7 +243,7 @@ class ImageFolderDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}
-        for split in wanted.get(stage, ["train", "val", "test", "predict"]) if stage else ["train", "val"]:
+        for split in wanted[stage or "fit"]:
             if split in self.datasets:
                 continue
             if split == "predict":
@@ -287,7 +286,3 @@ class ImageFolderDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict")
 
-
-def default_num_workers() -> int:
-    """A sensible worker count for this machine (documented default for recipes)."""
-    return min(8, os.cpu_count() or 1)
