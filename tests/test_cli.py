@@ -50,7 +50,8 @@ def trained(imagefolder_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_fit_fast_dev_run_with_short_class_names(imagefolder_root: Path, tmp_path: Path) -> None:
     proc = lit_vision("fit", *common(imagefolder_root), "--trainer.fast_dev_run", "2",
-                      "--trainer.callbacks+=LRWarmup", "--trainer.callbacks.warmup_steps", "2", cwd=tmp_path)
+                      "--trainer.callbacks+=LRWarmup", "--trainer.callbacks.warmup_steps", "2",
+                      "--trainer.callbacks+=MixupCutmix", "--trainer.callbacks.mixup_alpha", "0.2", cwd=tmp_path)
     assert "val/acc1" in proc.stdout
 
 
