@@ -4,10 +4,15 @@
     lit-vision fit --model ImageClassifier --model.backbone tv/resnet50 \
         --data ImageFolderDataModule --data.root /data/imagenette --trainer.callbacks+=EMA
     lit-vision predict --config recipe.yaml --ckpt_path runs/.../best.ckpt --data.predict_paths photos/
+    lit-vision eval-coco --gt instances_val.json --results detections.json [--iou-type segm]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Trainer
@@ -20,6 +25,7 @@ import lit_vision.data  # noqa: F401
 import lit_vision.loggers  # noqa: F401
 import lit_vision.tasks  # noqa: F401
 from lit_vision.callbacks.prediction_writer import JsonlPredictionWriter
+from lit_vision.evaluation.coco import IOU_TYPES, CocoEvaluationError, evaluate_coco, format_stats
 
 
 class LitVisionCLI(LightningCLI):
@@ -104,8 +110,36 @@ def run_cli(args: list[str] | dict | None = None, run: bool = True) -> LitVision
     )
 
 
+def eval_coco(argv: list[str]) -> int:
+    """``lit-vision eval-coco``: evaluate any COCO results file with the code the detection task uses."""
+    parser = argparse.ArgumentParser(
+        prog="lit-vision eval-coco",
+        description="COCO AP/AR of a results file against ground truth (identical to pycocotools).",
+    )
+    parser.add_argument("--gt", required=True, help="COCO instances JSON (ground truth)")
+    parser.add_argument("--results", required=True, help="COCO results JSON (list of detections)")
+    parser.add_argument("--iou-type", choices=IOU_TYPES, default="bbox")
+    parser.add_argument("--per-class", action="store_true", help="also print AP per category")
+    parser.add_argument("--output", help="write the statistics as JSON to this file")
+    args = parser.parse_args(argv)
+    try:
+        stats = evaluate_coco(args.gt, args.results, iou_type=args.iou_type, per_class=args.per_class)
+    except (FileNotFoundError, CocoEvaluationError) as err:
+        print(f"lit-vision eval-coco: error: {err}", file=sys.stderr)
+        return 2
+    print(format_stats(stats))
+    for name, ap in stats.get("per_class", {}).items():
+        print(f"  AP {name:<24} {ap:.3f}")
+    if args.output:
+        Path(args.output).write_text(json.dumps({"iou_type": args.iou_type, **stats}, indent=2))
+        print(f"Statistics written to {args.output}")
+    return 0
+
+
 def main() -> None:
-    """Entry point of the ``lit-vision`` console script."""
+    """Entry point of the ``lit-vision`` console script: ``eval-coco`` or a LightningCLI subcommand."""
+    if len(sys.argv) > 1 and sys.argv[1] == "eval-coco":
+        sys.exit(eval_coco(sys.argv[2:]))
     run_cli()
 
 
