@@ -149,10 +149,11 @@ class CocoDetectionDataset(Dataset):
                     f"(annotation ids {ids[:10]}{' ...' if len(ids) > 10 else ''})")
                 del images[image_id]
         kept = []
+        listed_ids = {img["id"] for img in data["images"]}  # once: COCO train has ~860k annotations
         for ann in data["annotations"]:
             aid = ann.get("id")
             if ann.get("image_id") not in images:
-                if ann.get("image_id") in {i["id"] for i in data["images"]}:
+                if ann.get("image_id") in listed_ids:
                     skipped["annotation of a skipped image"] += 1  # its image file is missing (counted above)
                     continue
                 bad("unknown image id", f"annotation id {aid} points at image id {ann.get('image_id')}, "
