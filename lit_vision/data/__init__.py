@@ -5,7 +5,7 @@ from lit_vision.data.coco import COCODetectionDataModule, CocoDetectionDataset
 from lit_vision.data.detection_transforms import detection_collate
 from lit_vision.data.imagefolder import ImageFolderDataModule, ImageFolderDataset
 from lit_vision.data.samples import DigitsDataModule, write_digits
-from lit_vision.data.shapes import SHAPES_CLASSES, shapes_paths, write_shapes
+from lit_vision.data.shapes import SHAPES_CLASSES, ShapesDetectionDataModule, shapes_paths, write_shapes
 
 __all__ = [
     "COCODetectionDataModule",
@@ -15,6 +15,7 @@ __all__ = [
     "ImageFolderDataModule",
     "ImageFolderDataset",
     "SHAPES_CLASSES",
+    "ShapesDetectionDataModule",
     "detection_collate",
     "shapes_paths",
     "write_digits",

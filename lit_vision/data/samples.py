@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,8 @@ def default_cache_dir() -> Path:
 def write_digits(cache_dir: str | Path | None = None, size: int = DIGITS_SIZE) -> Path:
     """Write the digits ImageFolder tree (if not already there) and return its root.
 
-    The split is stratified and seeded (``seed=0``): the same 1,438 train / 359 val files every time (20% of each class, rounded per class).
+    The split is stratified and seeded (``seed=0``): the same 1,438 train / 359 val files every time
+    (20% of each class, rounded per class).
     """
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = root / f"digits_{size}px"
@@ -54,14 +56,28 @@ def write_digits(cache_dir: str | Path | None = None, size: int = DIGITS_SIZE) -
         rng.shuffle(idx)
         val_index.update(idx[: round(len(idx) * DIGITS_VAL_FRACTION)].tolist())
 
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".digits-", dir=root))
-    try:
+    def write(tmp: Path) -> None:
         for i, (img, label) in enumerate(zip(images, labels)):
             split = "val" if i in val_index else "train"
             folder = tmp / split / str(label)
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img, mode="L").resize((size, size), Image.BICUBIC).save(folder / f"{i:04d}.png")
+
+    return write_once(target, write)
+
+
+def write_once(target: Path, write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp)`` into a temporary sibling folder, then rename it to ``target`` (once).
+
+    The rename is atomic, so concurrent processes (DDP ranks, parallel tests) never see a half-written
+    tree; a ``.complete`` marker tells later calls the tree is there.
+    """
+    if (target / ".complete").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        write(tmp)
         (tmp / ".complete").touch()
         try:
             os.rename(tmp, target)

@@ -27,9 +27,6 @@ place with a ``.complete`` marker, like :func:`lit_vision.data.samples.write_dig
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -37,7 +34,8 @@ from xml.etree import ElementTree as ET
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lit_vision.data.samples import default_cache_dir
+from lit_vision.data.coco import COCODetectionDataModule
+from lit_vision.data.samples import default_cache_dir, write_once
 
 SHAPES_CLASSES = ("circle", "square", "triangle")
 MIN_VISIBLE_AREA = 20  # pixels; smaller remnants of occluded shapes are dropped (and not drawn)
@@ -242,21 +240,7 @@ def write_shapes(
         raise ValueError("write_shapes needs num_train >= 1, num_val >= 1 and image_size >= 32")
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = root / f"shapes_{image_size}px_s{seed}_{num_train}_{num_val}"
-    if (target / ".complete").exists():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".shapes-", dir=root))
-    try:
-        _write_tree(tmp, num_train, num_val, image_size, seed)
-        (tmp / ".complete").touch()
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process won the race; its tree is identical
-            if not (target / ".complete").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return write_once(target, lambda tmp: _write_tree(tmp, num_train, num_val, image_size, seed))
 
 
 def shapes_paths(root: str | Path) -> dict[str, Path]:
@@ -276,3 +260,34 @@ def shapes_paths(root: str | Path) -> dict[str, Path]:
         "voc_root": root / "voc",
         "voc_dir": root / "voc" / "VOCdevkit" / "VOC2012",
     }
+
+
+class ShapesDetectionDataModule(COCODetectionDataModule):
+    """:class:`~lit_vision.data.coco.COCODetectionDataModule` over the embedded shapes (written on first use).
+
+    The detection quickstart's data: no download, real boxes and masks, 3 classes. Arguments other than
+    the generator's (``cache_dir``, ``num_train``, ``num_val``, ``scene_size``, ``seed``) are those of
+    ``COCODetectionDataModule``; ``image_size`` defaults to the scene size (no resizing).
+    """
+
+    def __init__(
+        self,
+        cache_dir: str | None = None,
+        num_train: int = 200,
+        num_val: int = 50,
+        scene_size: int = 128,
+        seed: int = 0,
+        image_size: int | None = None,
+        scale_jitter: tuple[float, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        paths = shapes_paths(write_shapes(cache_dir, num_train, num_val, scene_size, seed))
+        super().__init__(
+            train_images=str(paths["coco_train_images"]),
+            train_annotations=str(paths["coco_train_json"]),
+            val_images=str(paths["coco_val_images"]),
+            val_annotations=str(paths["coco_val_json"]),
+            image_size=image_size or scene_size,
+            scale_jitter=scale_jitter,
+            **kwargs,
+        )

@@ -222,3 +222,15 @@ def test_default_cache_dir_and_bad_arguments(tmp_path: Path, monkeypatch: pytest
     assert write_shapes(num_train=1, num_val=1, image_size=32).parent == tmp_path
     with pytest.raises(ValueError):
         write_shapes(tmp_path, num_train=0)
+
+
+def test_shapes_datamodule_serves_the_coco_layout(tmp_path: Path) -> None:
+    from lit_vision.data import ShapesDetectionDataModule
+
+    data = ShapesDetectionDataModule(cache_dir=str(tmp_path), num_train=6, num_val=3, scene_size=64,
+                                     batch_size=3, num_workers=0)
+    assert data.class_names == list(SHAPES_CLASSES) and data.num_classes == 3
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    assert len(batch["image"]) == 3 and batch["image"][0].shape == (3, 64, 64)
+    assert all(t["boxes"].shape[1] == 4 and bool((t["labels"] < 3).all()) for t in batch["target"])

@@ -1,0 +1,496 @@
+"""PASCAL VOC-layout object detection: XML parsing, a checked dataset, COCO-format ground truth, a DataModule.
+
+A VOC year folder (``root``, e.g. ``VOCdevkit/VOC2012``) holds ``Annotations/<id>.xml``,
+``JPEGImages/<id>.jpg`` and ``ImageSets/Main/<split>.txt`` (one id per line). Items follow the same contract
+as :class:`~lit_vision.data.coco.CocoDetectionDataset` (same transforms, same :func:`detection_collate`), so
+a detector trains on either layout unchanged.
+
+**Box convention.** VOC boxes are 1-based inclusive pixel indices: ``xmin=1, xmax=10`` covers the first
+ten pixel columns. They are converted to continuous XYXY coordinates (pixel ``i`` spans ``[i, i+1)``) as
+torchvision's detection reference does: ``x1 = xmin - 1, y1 = ymin - 1, x2 = xmax, y2 = ymax``, so the
+box above is ``[0, 10]``, 10 pixels wide: the same box a COCO file gives as ``bbox = [0, y, 10, h]``.
+
+**Labels.** ``labels`` are indices into ``class_names`` (default :data:`VOC_CLASSES`); the COCO category
+id of label ``i`` is ``i + 1`` (:attr:`VOCDetectionDataset.label_to_category_id`).
+
+**Image ids.** ``target["image_id"]`` is an int: when every id of the split is made of digits and
+underscores (VOC's ``2007_000027``, the shapes dataset's ``000001``), it is that id with the underscores
+removed, parsed as an int (``2007000027``, ``1``): stable whatever the split list, so one image has one
+id in ``train``, ``val`` and ``trainval``. Otherwise (other names, or ids that would collide) it is the
+1-based position in the split list. :attr:`VOCDetectionDataset.ids` holds the string ids in the same
+order, and :meth:`VOCDetectionDataset.ground_truth` uses the same integer ids.
+
+**Difficult objects.** Objects flagged ``<difficult>1`` are not training targets unless
+``keep_difficult=True``. In :meth:`~VOCDetectionDataset.ground_truth` (always, whatever ``keep_difficult``)
+they are annotations with ``iscrowd: 1``: COCOeval treats crowd regions as "ignore" ground truth, so a
+detection matched to one is neither a true nor a false positive and a missed one is no false negative,
+as VOC's metric treats difficult objects. The difference: COCO measures the overlap of a detection with
+a crowd region as intersection over the *detection's* area (not IoU), so a detection lying inside a
+difficult box but much smaller than it is also ignored, where VOC would count it as a false positive.
+(COCOeval also first tries to match a detection to a non-crowd object, and its AP is COCO's 101-point,
+multi-threshold AP rather than VOC's; both are properties of the COCO metric, not of this mapping.)
+
+**Checks.** The split list and every XML are read and checked in the dataset constructor, which the
+DataModule calls from its ``__init__`` (``num_classes`` is known when the CLI builds the model): a
+missing split file, an id without XML or without JPEG, an unreadable XML, an unknown class name or a
+degenerate / out-of-image box raises :class:`DataError` naming the XML file (and the object index, from
+0, in file order); ``on_bad="skip"`` drops the image (missing files, unreadable XML) or the object
+(class, box) and warns once with counts. Image contents and sizes are checked in ``setup``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_warn
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as F
+
+from lit_vision.data.checks import DataError, list_image_files, should_verify, verify_images
+from lit_vision.data.coco import BOX_TOLERANCE, ImagePathsDataset
+from lit_vision.data.detection_transforms import (
+    detection_collate,
+    detection_eval_transforms,
+    detection_train_transforms,
+)
+
+VOC_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+_NUMERIC_ID = re.compile(r"^[0-9_]+$")
+_MAX_INT_DIGITS = 18  # int64 holds every 18-digit number
+
+
+def _text(element: ET.Element, tag: str, path: Path, what: str) -> str:
+    child = element.find(tag)
+    if child is None or child.text is None or not child.text.strip():
+        raise DataError(f"{path}: {what} has no <{tag}>")
+    return child.text.strip()
+
+
+def _flag(element: ET.Element, tag: str) -> bool:
+    """``<difficult>1</difficult>``-style flags; absent or empty means 0 (as VOC's devkit reads them)."""
+    child = element.find(tag)
+    if child is None or child.text is None or not child.text.strip():
+        return False
+    return bool(int(float(child.text.strip())))
+
+
+def parse_voc_xml(path: str | Path) -> dict[str, Any]:
+    """Read one VOC annotation XML.
+
+    Returns ``{"filename", "width", "height", "objects"}``; each object is ``{"name", "bbox", "difficult",
+    "truncated"}`` with ``bbox`` in continuous XYXY pixels, converted from VOC's 1-based inclusive indices
+    as ``[xmin - 1, ymin - 1, xmax, ymax]`` (see the module docstring). Only the direct ``<object>``
+    children are read (``<part>`` boxes of person layouts are not objects). Values are not range-checked
+    here (the dataset does that); a malformed file raises :class:`DataError` naming it.
+    """
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as err:
+        raise DataError(f"{path}: not a readable XML file ({err})") from err
+    try:
+        size = root.find("size")
+        if size is None:
+            raise DataError(f"{path}: the annotation has no <size>")
+        width = int(float(_text(size, "width", path, "<size>")))
+        height = int(float(_text(size, "height", path, "<size>")))
+        filename_el = root.find("filename")
+        filename = filename_el.text.strip() if filename_el is not None and filename_el.text else f"{path.stem}.jpg"
+        objects = []
+        for index, obj in enumerate(root.findall("object")):
+            what = f"object {index}"
+            name = _text(obj, "name", path, what)
+            bndbox = obj.find("bndbox")
+            if bndbox is None:
+                raise DataError(f"{path}: {what} ({name}) has no <bndbox>")
+            xmin, ymin, xmax, ymax = (float(_text(bndbox, t, path, f"{what} ({name})"))
+                                      for t in ("xmin", "ymin", "xmax", "ymax"))
+            objects.append({
+                "name": name,
+                "bbox": [xmin - 1.0, ymin - 1.0, xmax, ymax],
+                "difficult": _flag(obj, "difficult"),
+                "truncated": _flag(obj, "truncated"),
+            })  # fmt: skip
+    except ValueError as err:  # int()/float() of a non-number (DataError is a ValueError too: re-raise it)
+        if isinstance(err, DataError):
+            raise
+        raise DataError(f"{path}: malformed number ({err})") from err
+    return {"filename": filename, "width": width, "height": height, "objects": objects}
+
+
+def _image_ids(ids: Sequence[str]) -> list[int]:
+    """Integer ids for the split's string ids: the digits of the id when possible, else the position (1-based)."""
+    if all(_NUMERIC_ID.match(i) and 0 < len(i.replace("_", "")) <= _MAX_INT_DIGITS for i in ids):
+        numeric = [int(i.replace("_", "")) for i in ids]
+        if len(set(numeric)) == len(numeric):
+            return numeric
+    return list(range(1, len(ids) + 1))
+
+
+class VOCDetectionDataset(Dataset):
+    """Images and targets of one split of a VOC-layout folder; items are ``{"image", "target", "path"}`` dicts.
+
+    ``target`` holds ``boxes`` (float ``[N, 4]`` XYXY pixels of the transformed image), ``labels`` (long
+    ``[N]``, index in ``class_names``), ``image_id`` (int, see the module docstring), ``orig_size``
+    ``(h, w)`` and ``scale``/``pad`` (see :mod:`lit_vision.data.detection_transforms`).
+
+    Args:
+        root: the year folder holding ``Annotations/``, ``JPEGImages/`` and ``ImageSets/Main/<split>.txt``.
+        split: name of the id list in ``ImageSets/Main``.
+        class_names: class names in label order; an object with another name is an error.
+        transforms: ``(image, target) -> (image, target)`` on tv_tensors (see the presets); ``None``
+            returns the original image as float in [0, 1] with the original boxes.
+        keep_difficult: also make ``difficult`` objects training targets.
+        on_bad: ``"error"`` raises :class:`DataError` on the first problem; ``"skip"`` drops bad images
+            and objects with one warning giving counts per problem.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        class_names: Sequence[str] = VOC_CLASSES,
+        transforms: Callable | None = None,
+        keep_difficult: bool = False,
+        on_bad: str = "error",
+    ) -> None:
+        if on_bad not in ("error", "skip"):
+            raise ValueError(f"on_bad must be 'error' or 'skip', got {on_bad!r}")
+        self.root = Path(root).expanduser()
+        self.split = split
+        self.class_names = [str(c) for c in class_names]
+        if not self.class_names or len(set(self.class_names)) != len(self.class_names):
+            raise ValueError(f"class_names must be non-empty and unique, got {self.class_names}")
+        self.transforms = transforms
+        self.keep_difficult = keep_difficult
+        self.on_bad = on_bad
+        self.label_to_category_id = {i: i + 1 for i in range(len(self.class_names))}
+        self.category_id_to_label = {i + 1: i for i in range(len(self.class_names))}
+        self.split_file = self.root / "ImageSets" / "Main" / f"{split}.txt"
+        if not self.root.is_dir():
+            raise DataError(f"VOC folder {self.root} does not exist")
+        if not self.split_file.is_file():
+            raise DataError(f"split file {self.split_file} does not exist (split {split!r} of {self.root})")
+        listed = [line.split()[0] for line in self.split_file.read_text().splitlines() if line.strip()]
+        if not listed:
+            raise DataError(f"split file {self.split_file} lists no image ids")
+        duplicates = sorted(i for i, n in Counter(listed).items() if n > 1)
+        if duplicates:
+            raise DataError(f"split file {self.split_file} lists ids more than once: {duplicates[:10]}")
+        self.records, self.skipped = self._validate(listed)
+        self.ids = [r["id"] for r in self.records]
+        self.image_ids = _image_ids(self.ids)
+        self.coco = self._coco_dict()
+
+    # ------------------------------------------------------------------ checks
+    def _validate(self, listed: list[str]) -> tuple[list[dict[str, Any]], Counter]:
+        """Parse and check every listed image; raise or count the problems."""
+        skipped: Counter = Counter()
+        known = set(self.class_names)
+
+        def bad(problem: str, message: str) -> None:
+            if self.on_bad == "error":
+                raise DataError(f"{message}. Fix the data, or set on_bad='skip' to drop such entries.")
+            skipped[problem] += 1
+
+        records = []
+        for image_id in listed:
+            xml = self.root / "Annotations" / f"{image_id}.xml"
+            jpeg = self.root / "JPEGImages" / f"{image_id}.jpg"
+            if not xml.is_file():
+                bad("id without XML", f"{self.split_file}: id {image_id!r} has no annotation file {xml}")
+                continue
+            if not jpeg.is_file():
+                bad("id without JPEG", f"{xml}: its image file {jpeg} does not exist")
+                continue
+            try:
+                parsed = parse_voc_xml(xml)
+            except DataError as err:
+                bad("unreadable XML", str(err))
+                continue
+            W, H = parsed["width"], parsed["height"]
+            if W < 1 or H < 1:
+                bad("unreadable XML", f"{xml}: image size {W}x{H} is not positive")
+                continue
+            objects = []
+            for index, obj in enumerate(parsed["objects"]):
+                where = f"{xml}: object {index} ({obj['name']!r}"
+                if obj["name"] not in known:
+                    bad("unknown class", f"{where}) is not one of the class_names {self.class_names}")
+                    continue
+                x1, y1, x2, y2 = obj["bbox"]
+                written = [x1 + 1, y1 + 1, x2, y2]  # xmin, ymin, xmax, ymax as in the file
+                if not all(math.isfinite(v) for v in obj["bbox"]) or x2 <= x1 or y2 <= y1:
+                    bad("degenerate box", f"{where}) has xmin/ymin/xmax/ymax {written}: zero or negative width/height")
+                    continue
+                t = BOX_TOLERANCE
+                if x1 < -t or y1 < -t or x2 > W + t or y2 > H + t:
+                    bad("box outside the image", f"{where}) has xmin/ymin/xmax/ymax {written} reaching outside the "
+                        f"{W}x{H} image (VOC boxes are 1-based: 1 <= xmin <= xmax <= width)")
+                    continue
+                objects.append(obj | {"label": self.class_names.index(obj["name"])})
+            records.append({"id": image_id, "xml": xml, "jpeg": jpeg, "width": W, "height": H, "objects": objects})
+        if skipped:
+            counts = ", ".join(f"{n} {p}" for p, n in sorted(skipped.items()))
+            warnings.warn(f"{self.split_file}: skipped bad entries (on_bad='skip'): {counts}", stacklevel=3)
+        return records, skipped
+
+    def _coco_dict(self) -> dict[str, Any]:
+        images, annotations = [], []
+        for record, image_id in zip(self.records, self.image_ids):
+            images.append({"id": image_id, "file_name": record["jpeg"].name,
+                           "width": record["width"], "height": record["height"]})
+            for obj in record["objects"]:
+                x1, y1, x2, y2 = obj["bbox"]
+                x1, y1 = max(x1, 0.0), max(y1, 0.0)
+                x2, y2 = min(x2, float(record["width"])), min(y2, float(record["height"]))
+                w, h = x2 - x1, y2 - y1
+                annotations.append({
+                    "id": len(annotations) + 1, "image_id": image_id, "category_id": obj["label"] + 1,
+                    "bbox": [x1, y1, w, h], "area": w * h, "iscrowd": int(obj["difficult"]),
+                    "difficult": int(obj["difficult"]), "truncated": int(obj["truncated"]),
+                })  # fmt: skip
+        return {
+            "info": {"description": f"VOC-layout ground truth of {self.split_file}"},
+            "licenses": [], "images": images, "annotations": annotations,
+            "categories": [{"id": i + 1, "name": n, "supercategory": "none"} for i, n in enumerate(self.class_names)],
+        }  # fmt: skip
+
+    def ground_truth(self) -> dict[str, Any]:
+        """COCO instances dict of the split for :func:`~lit_vision.evaluation.coco.evaluate_coco`.
+
+        Categories ``1..K`` named by ``class_names``; images with the ids of ``target["image_id"]``;
+        ``bbox = [x, y, w, h]`` in continuous pixels (clamped to the image), ``area = w * h``; difficult
+        objects as ``iscrowd: 1`` (see the module docstring). Skipped entries are absent.
+        """
+        return self.coco
+
+    def with_transforms(self, transforms: Callable | None) -> VOCDetectionDataset:
+        """A shallow copy with other transforms (the checked annotations are shared, not re-read)."""
+        out = copy.copy(self)
+        out.transforms = transforms
+        return out
+
+    # ------------------------------------------------------------------ items
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def image_path(self, index: int) -> str:
+        return str(self.records[index]["jpeg"])
+
+    @property
+    def image_paths(self) -> list[str]:
+        return [self.image_path(i) for i in range(len(self))]
+
+    def raw_target(self, index: int) -> dict[str, Any]:
+        """Target in original pixels as tv_tensors (boxes clamped to the image), before any transform."""
+        record = self.records[index]
+        h, w = record["height"], record["width"]
+        objects = [o for o in record["objects"] if self.keep_difficult or not o["difficult"]]
+        boxes = torch.tensor([o["bbox"] for o in objects], dtype=torch.float32).reshape(-1, 4)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+        return {
+            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(h, w)),
+            "labels": torch.tensor([o["label"] for o in objects], dtype=torch.int64),
+        }
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.image_path(index)
+        try:
+            with Image.open(path) as im:
+                image = im.convert("RGB")
+        except (OSError, SyntaxError, ValueError) as err:
+            raise DataError(f"cannot read image {path}: {err}") from err
+        record = self.records[index]
+        target = self.raw_target(index)
+        if self.transforms is not None:
+            tensor, target = self.transforms(image, target)
+        else:
+            tensor = F.to_image(image)
+            target |= {"scale": (1.0, 1.0), "pad": (0, 0, 0, 0)}
+        if tensor.dtype == torch.uint8:
+            tensor = F.to_dtype(tensor, torch.float32, scale=True)
+        target = {k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
+        target["image_id"] = self.image_ids[index]
+        target["orig_size"] = (record["height"], record["width"])
+        return {"image": tensor.as_subclass(torch.Tensor), "target": target, "path": path}
+
+
+class VOCDetectionDataModule(LightningDataModule):
+    """Detection data from a VOC-layout folder (splits are ``ImageSets/Main/<split>.txt`` lists).
+
+    The same surface as :class:`~lit_vision.data.coco.COCODetectionDataModule` (``num_classes``,
+    ``class_names``, ``label_to_category_id``, :meth:`ground_truth`, batches of :func:`detection_collate`).
+
+    Args:
+        root: the year folder (``VOCdevkit/VOC2012``) holding ``Annotations``, ``JPEGImages``, ``ImageSets``.
+        train_split, val_split, test_split: id lists in ``ImageSets/Main``; ``test_split=None`` tests on val.
+        class_names: class names in label order; default :data:`VOC_CLASSES`.
+        keep_difficult: also train on ``difficult`` objects (evaluation always ignores them).
+        image_size, batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, hflip,
+            scale_jitter, letterbox, verify_images, predict_paths: as for the COCO DataModule.
+        on_bad: ``"error"`` or ``"skip"`` (see :class:`VOCDetectionDataset`).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str | None = None,
+        class_names: list[str] | None = None,
+        keep_difficult: bool = False,
+        image_size: int = 640,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 4,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        hflip: bool = True,
+        scale_jitter: tuple[float, float] | None = (0.5, 1.5),
+        letterbox: bool = False,
+        on_bad: str = "error",
+        verify_images: bool | None = None,
+        predict_paths: str | list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        names = list(class_names) if class_names is not None else list(VOC_CLASSES)
+        splits = {"train": train_split, "val": val_split, "test": test_split}
+        self.voc: dict[str, VOCDetectionDataset] = {}
+        for split, name in splits.items():
+            if name is None:
+                if split != "test":
+                    raise DataError(f"{split}_split is required")
+                continue
+            self.voc[split] = VOCDetectionDataset(root, name, names, None, keep_difficult, on_bad)
+        self.datasets: dict[str, Dataset] = {}
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.voc["train"].class_names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def label_to_category_id(self) -> dict[int, int]:
+        return self.voc["train"].label_to_category_id
+
+    @property
+    def category_id_to_label(self) -> dict[int, int]:
+        return self.voc["train"].category_id_to_label
+
+    def _split_source(self, split: str) -> VOCDetectionDataset:
+        if split == "test" and "test" not in self.voc:
+            split = "val"
+        if split not in self.voc:
+            raise DataError(f"no {split} data: give {split}_split")
+        return self.voc[split]
+
+    def ground_truth(self, split: str = "val") -> dict[str, Any]:
+        """COCO-format ground truth of ``split`` (test falls back to val).
+
+        See :meth:`VOCDetectionDataset.ground_truth`; difficult objects are ``iscrowd: 1``.
+        """
+        return self._split_source(split).ground_truth()
+
+    # ------------------------------------------------------------------ datasets
+    def train_transform(self) -> Callable:
+        hp = self.hparams
+        return detection_train_transforms(hp.image_size, hp.hflip, hp.scale_jitter, True, hp.letterbox)
+
+    def eval_transform(self) -> Callable:
+        return detection_eval_transforms(self.hparams.image_size, self.hparams.letterbox)
+
+    def _predict_paths(self) -> list[str]:
+        paths = self.hparams.predict_paths
+        if paths is None:
+            return self._split_source("val").image_paths
+        found: list[str] = []
+        for p in [paths] if isinstance(paths, str) else paths:
+            path = Path(p).expanduser()
+            if path.is_dir():
+                files, _ = list_image_files(path, skip_invalid=True, recursive=True)
+                if not files:
+                    raise DataError(f"predict folder {path} holds no image files")
+                found += [str(f) for f in files]
+            elif path.is_file():
+                found.append(str(path))
+            else:
+                raise DataError(f"predict path {path} does not exist")
+        return found
+
+    def _check_sizes(self, ds: VOCDetectionDataset) -> None:
+        """The XML's width/height must be the JPEG's: boxes are given in those pixels."""
+        for record in ds.records:
+            with Image.open(record["jpeg"]) as im:
+                w, h = im.size
+            if (w, h) != (record["width"], record["height"]):
+                raise DataError(f"{record['xml']}: says {record['width']}x{record['height']} "
+                                f"but {record['jpeg']} is {w}x{h}")
+
+    def setup(self, stage: str | None = None) -> None:
+        wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}
+        for split in wanted[stage or "fit"]:
+            if split in self.datasets:
+                continue
+            if split == "predict":
+                paths = self._predict_paths()
+                if should_verify(self.hparams.verify_images, len(paths)):
+                    verify_images(paths, "predict_paths")
+                self.datasets[split] = ImagePathsDataset(paths, self.eval_transform())
+                continue
+            if split == "test" and "test" not in self.voc:
+                rank_zero_warn("no test_split: testing on the validation split")
+            source = self._split_source(split)
+            paths = source.image_paths
+            if should_verify(self.hparams.verify_images, len(paths)):
+                verify_images(paths, f"the {split} split ({source.split_file})")
+                self._check_sizes(source)
+            transforms = self.train_transform() if split == "train" else self.eval_transform()
+            self.datasets[split] = source.with_transforms(transforms)
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, split: str, train: bool = False) -> DataLoader:
+        hp = self.hparams
+        workers = hp.num_workers
+        return DataLoader(
+            self.datasets[split],
+            batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
+            shuffle=train,
+            num_workers=workers,
+            pin_memory=torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory,
+            persistent_workers=hp.persistent_workers and workers > 0,
+            collate_fn=detection_collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")
