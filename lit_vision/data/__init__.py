@@ -5,6 +5,7 @@ from lit_vision.data.coco import COCODetectionDataModule, CocoDetectionDataset
 from lit_vision.data.detection_transforms import detection_collate
 from lit_vision.data.imagefolder import ImageFolderDataModule, ImageFolderDataset
 from lit_vision.data.samples import DigitsDataModule, write_digits
+from lit_vision.data.voc import VOC_CLASSES, VOCDetectionDataModule, VOCDetectionDataset
 from lit_vision.data.shapes import SHAPES_CLASSES, ShapesDetectionDataModule, shapes_paths, write_shapes
 
 __all__ = [
@@ -16,6 +17,9 @@ __all__ = [
     "ImageFolderDataset",
     "SHAPES_CLASSES",
     "ShapesDetectionDataModule",
+    "VOC_CLASSES",
+    "VOCDetectionDataModule",
+    "VOCDetectionDataset",
     "detection_collate",
     "shapes_paths",
     "write_digits",

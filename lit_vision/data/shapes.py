@@ -282,12 +282,14 @@ class ShapesDetectionDataModule(COCODetectionDataModule):
         **kwargs: Any,
     ) -> None:
         paths = shapes_paths(write_shapes(cache_dir, num_train, num_val, scene_size, seed))
+        # Rebind before super().__init__: Lightning's save_hyperparameters reads this frame's locals too.
+        image_size = image_size or scene_size
         super().__init__(
             train_images=str(paths["coco_train_images"]),
             train_annotations=str(paths["coco_train_json"]),
             val_images=str(paths["coco_val_images"]),
             val_annotations=str(paths["coco_val_json"]),
-            image_size=image_size or scene_size,
+            image_size=image_size,
             scale_jitter=scale_jitter,
             **kwargs,
         )
