@@ -103,3 +103,20 @@ def list_image_files(folder: Path, skip_invalid: bool, recursive: bool = False) 
             "Remove them, or set skip_invalid=True to skip them with a warning."
         )
     return images, others
+
+
+def resolve_image_paths(paths: str | Sequence[str]) -> list[str]:
+    """Image files named by ``paths``: folders are searched recursively, files are taken as given."""
+    found: list[str] = []
+    for p in [paths] if isinstance(paths, (str, Path)) else paths:
+        path = Path(p).expanduser()
+        if path.is_dir():
+            files, _ = list_image_files(path, skip_invalid=True, recursive=True)
+            if not files:
+                raise DataError(f"predict folder {path} holds no image files")
+            found += [str(f) for f in files]
+        elif path.is_file():
+            found.append(str(path))
+        else:
+            raise DataError(f"predict path {path} does not exist")
+    return found

@@ -25,19 +25,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
-from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
-from lit_vision.data.checks import DataError, list_image_files, should_verify, verify_images
-from lit_vision.data.detection_transforms import (
-    detection_collate,
-    detection_eval_transforms,
-    detection_train_transforms,
-)
+from lit_vision.data.checks import DataError
+from lit_vision.data.detection_base import DetectionDataModule
 
 BOX_TOLERANCE = 1.0  # pixels a box may extend past the image (rounding in exported files); clamped
 
@@ -188,6 +182,24 @@ class CocoDetectionDataset(Dataset):
             warnings.warn(f"{where}: skipped bad entries (on_bad='skip'): {counts}", stacklevel=3)
         return list(images.values()), kept, skipped
 
+    @property
+    def describe(self) -> str:
+        return str(self.annotations_json)
+
+    def ground_truth(self) -> dict[str, Any]:
+        """The instances as loaded and checked (skipped entries removed), crowd regions kept."""
+        return self.coco
+
+    def check_sizes(self) -> None:
+        """The JSON's width/height must be the file's: boxes and masks are given in those pixels."""
+        for img in self.images:
+            path = self.images_dir / img["file_name"]
+            with Image.open(path) as im:
+                w, h = im.size
+            if (w, h) != (img["width"], img["height"]):
+                raise DataError(f"{self.annotations_json}: image id {img['id']} says {img['width']}x{img['height']} "
+                                f"but {path} is {w}x{h}")
+
     def with_transforms(self, transforms: Callable | None) -> CocoDetectionDataset:
         """A shallow copy with other transforms (the checked annotations are shared, not re-read)."""
         out = copy.copy(self)
@@ -245,34 +257,7 @@ class CocoDetectionDataset(Dataset):
         return {"image": tensor.as_subclass(torch.Tensor), "target": target, "path": path}
 
 
-class ImagePathsDataset(Dataset):
-    """Unlabelled images for prediction, in the detection item format (targets without boxes)."""
-
-    def __init__(self, paths: list[str], transforms: Callable | None = None) -> None:
-        self.paths = paths
-        self.transforms = transforms
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        path = self.paths[index]
-        with Image.open(path) as im:
-            image = im.convert("RGB")
-        w, h = image.size
-        target: dict[str, Any] = {
-            "boxes": tv_tensors.BoundingBoxes(torch.zeros((0, 4)), format="XYXY", canvas_size=(h, w)),
-            "labels": torch.zeros(0, dtype=torch.int64),
-        }
-        tensor, target = self.transforms(image, target) if self.transforms else (F.to_image(image), target)
-        if tensor.dtype == torch.uint8:
-            tensor = F.to_dtype(tensor, torch.float32, scale=True)
-        target = {k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
-        target |= {"image_id": -1, "orig_size": (h, w)}
-        return {"image": tensor.as_subclass(torch.Tensor), "target": target, "path": path}
-
-
-class COCODetectionDataModule(LightningDataModule):
+class COCODetectionDataModule(DetectionDataModule):
     """Detection data from COCO instances JSON files (one per split) and their image folders.
 
     Args:
@@ -314,138 +299,26 @@ class COCODetectionDataModule(LightningDataModule):
         self.save_hyperparameters()
         sources = {"train": (train_images, train_annotations), "val": (val_images, val_annotations),
                    "test": (test_images, test_annotations)}
-        self.coco: dict[str, CocoDetectionDataset] = {}
-        for split, (images, annotations) in sources.items():
-            if split != "test" and (images is None or annotations is None):
+        for split, (images, ann_file) in sources.items():
+            if split != "test" and (images is None or ann_file is None):
                 raise DataError(f"{split}_images and {split}_annotations are required")
-            if (images is None) != (annotations is None):
+            if (images is None) != (ann_file is None):
                 raise DataError(f"{split}_images and {split}_annotations must be given together")
             if images is not None:
-                self.coco[split] = CocoDetectionDataset(images, annotations, None, with_masks, on_bad)
-        first = self.coco["train"]
-        for split, ds in self.coco.items():
+                self.sources[split] = CocoDetectionDataset(images, ann_file, None, with_masks, on_bad)
+        first = self.sources["train"]
+        for split, ds in self.sources.items():
             if [(c["id"], c.get("name")) for c in ds.categories] != [(c["id"], c.get("name")) for c in first.categories]:
                 raise DataError(
                     f"the categories of {ds.annotations_json} ({split}) differ from those of {first.annotations_json}: "
                     f"{[(c['id'], c.get('name')) for c in ds.categories]} vs "
                     f"{[(c['id'], c.get('name')) for c in first.categories]}"
                 )
-        self.datasets: dict[str, Dataset] = {}
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.coco["train"].class_names
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def label_to_category_id(self) -> dict[int, int]:
-        return self.coco["train"].label_to_category_id
-
-    @property
-    def category_id_to_label(self) -> dict[int, int]:
-        return self.coco["train"].category_id_to_label
-
-    def _split_source(self, split: str) -> CocoDetectionDataset:
-        if split == "test" and "test" not in self.coco:
-            split = "val"
-        if split not in self.coco:
-            raise DataError(f"no {split} data: give {split}_images and {split}_annotations")
-        return self.coco[split]
 
     def gt_json(self, split: str = "val") -> str:
-        """Path of the ground-truth JSON of ``split`` for the COCO evaluator (test falls back to val).
+        """Path of the ground-truth JSON of ``split`` (test falls back to val).
 
         With ``on_bad="skip"`` the file still holds the dropped entries; :meth:`ground_truth` gives the
         cleaned content.
         """
         return str(self._split_source(split).annotations_json)
-
-    def ground_truth(self, split: str = "val") -> dict[str, Any]:
-        """The ground truth of ``split`` as loaded and checked (skipped entries removed), crowd regions kept."""
-        return self._split_source(split).coco
-
-    # ------------------------------------------------------------------ datasets
-    def train_transform(self) -> Callable:
-        hp = self.hparams
-        return detection_train_transforms(hp.image_size, hp.hflip, hp.scale_jitter, True, hp.letterbox)
-
-    def eval_transform(self) -> Callable:
-        return detection_eval_transforms(self.hparams.image_size, self.hparams.letterbox)
-
-    def _predict_paths(self) -> list[str]:
-        paths = self.hparams.predict_paths
-        if paths is None:
-            return self._split_source("val").image_paths
-        found: list[str] = []
-        for p in [paths] if isinstance(paths, str) else paths:
-            path = Path(p).expanduser()
-            if path.is_dir():
-                files, _ = list_image_files(path, skip_invalid=True, recursive=True)
-                if not files:
-                    raise DataError(f"predict folder {path} holds no image files")
-                found += [str(f) for f in files]
-            elif path.is_file():
-                found.append(str(path))
-            else:
-                raise DataError(f"predict path {path} does not exist")
-        return found
-
-    def _check_sizes(self, ds: CocoDetectionDataset) -> None:
-        """The JSON's width/height must be the file's: boxes and masks are given in those pixels."""
-        for img in ds.images:
-            path = ds.images_dir / img["file_name"]
-            with Image.open(path) as im:
-                w, h = im.size
-            if (w, h) != (img["width"], img["height"]):
-                raise DataError(f"{ds.annotations_json}: image id {img['id']} says {img['width']}x{img['height']} "
-                                f"but {path} is {w}x{h}")
-
-    def setup(self, stage: str | None = None) -> None:
-        wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}
-        for split in wanted[stage or "fit"]:
-            if split in self.datasets:
-                continue
-            if split == "predict":
-                paths = self._predict_paths()
-                if should_verify(self.hparams.verify_images, len(paths)):
-                    verify_images(paths, "predict_paths")
-                self.datasets[split] = ImagePathsDataset(paths, self.eval_transform())
-                continue
-            if split == "test" and "test" not in self.coco:
-                rank_zero_warn("no test_images/test_annotations: testing on the validation split")
-            source = self._split_source(split)
-            paths = source.image_paths
-            if should_verify(self.hparams.verify_images, len(paths)):
-                verify_images(paths, f"the {split} split ({source.annotations_json})")
-                self._check_sizes(source)
-            transforms = self.train_transform() if split == "train" else self.eval_transform()
-            self.datasets[split] = source.with_transforms(transforms)
-
-    # ------------------------------------------------------------------ loaders
-    def _loader(self, split: str, train: bool = False) -> DataLoader:
-        hp = self.hparams
-        workers = hp.num_workers
-        return DataLoader(
-            self.datasets[split],
-            batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
-            shuffle=train,
-            num_workers=workers,
-            pin_memory=torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory,
-            persistent_workers=hp.persistent_workers and workers > 0,
-            collate_fn=detection_collate,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict")

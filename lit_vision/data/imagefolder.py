@@ -20,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from lit_vision.data.checks import DataError, list_image_files, should_verify, verify_images
+from lit_vision.data.checks import DataError, list_image_files, resolve_image_paths, should_verify, verify_images
 from lit_vision.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -227,19 +227,7 @@ class ImageFolderDataModule(LightningDataModule):
             if "val" not in self.split:
                 raise DataError("nothing to predict: give predict_paths (folders or image files) or a root with val/")
             return self.split["val"]
-        samples: list[Sample] = []
-        for p in [paths] if isinstance(paths, str) else paths:
-            path = Path(p).expanduser()
-            if path.is_dir():
-                files, _ = list_image_files(path, skip_invalid=True, recursive=True)
-                if not files:
-                    raise DataError(f"predict folder {path} holds no image files")
-                samples += [(str(f), -1) for f in files]
-            elif path.is_file():
-                samples.append((str(path), -1))
-            else:
-                raise DataError(f"predict path {path} does not exist")
-        return samples
+        return [(path, -1) for path in resolve_image_paths(paths)]
 
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}

@@ -51,20 +51,14 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 import torch
-from lightning.pytorch import LightningDataModule
-from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
-from lit_vision.data.checks import DataError, list_image_files, should_verify, verify_images
-from lit_vision.data.coco import BOX_TOLERANCE, ImagePathsDataset
-from lit_vision.data.detection_transforms import (
-    detection_collate,
-    detection_eval_transforms,
-    detection_train_transforms,
-)
+from lit_vision.data.checks import DataError
+from lit_vision.data.coco import BOX_TOLERANCE
+from lit_vision.data.detection_base import DetectionDataModule
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -272,6 +266,19 @@ class VOCDetectionDataset(Dataset):
             "categories": [{"id": i + 1, "name": n, "supercategory": "none"} for i, n in enumerate(self.class_names)],
         }  # fmt: skip
 
+    @property
+    def describe(self) -> str:
+        return str(self.split_file)
+
+    def check_sizes(self) -> None:
+        """The XML's width/height must be the JPEG's: boxes are given in those pixels."""
+        for record in self.records:
+            with Image.open(record["jpeg"]) as im:
+                w, h = im.size
+            if (w, h) != (record["width"], record["height"]):
+                raise DataError(f"{record['xml']}: says {record['width']}x{record['height']} "
+                                f"but {record['jpeg']} is {w}x{h}")
+
     def ground_truth(self) -> dict[str, Any]:
         """COCO instances dict of the split for :func:`~lit_vision.evaluation.coco.evaluate_coco`.
 
@@ -333,7 +340,7 @@ class VOCDetectionDataset(Dataset):
         return {"image": tensor.as_subclass(torch.Tensor), "target": target, "path": path}
 
 
-class VOCDetectionDataModule(LightningDataModule):
+class VOCDetectionDataModule(DetectionDataModule):
     """Detection data from a VOC-layout folder (splits are ``ImageSets/Main/<split>.txt`` lists).
 
     The same surface as :class:`~lit_vision.data.coco.COCODetectionDataModule` (``num_classes``,
@@ -374,123 +381,9 @@ class VOCDetectionDataModule(LightningDataModule):
         self.save_hyperparameters()
         names = list(class_names) if class_names is not None else list(VOC_CLASSES)
         splits = {"train": train_split, "val": val_split, "test": test_split}
-        self.voc: dict[str, VOCDetectionDataset] = {}
         for split, name in splits.items():
             if name is None:
                 if split != "test":
                     raise DataError(f"{split}_split is required")
                 continue
-            self.voc[split] = VOCDetectionDataset(root, name, names, None, keep_difficult, on_bad)
-        self.datasets: dict[str, Dataset] = {}
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.voc["train"].class_names
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def label_to_category_id(self) -> dict[int, int]:
-        return self.voc["train"].label_to_category_id
-
-    @property
-    def category_id_to_label(self) -> dict[int, int]:
-        return self.voc["train"].category_id_to_label
-
-    def _split_source(self, split: str) -> VOCDetectionDataset:
-        if split == "test" and "test" not in self.voc:
-            split = "val"
-        if split not in self.voc:
-            raise DataError(f"no {split} data: give {split}_split")
-        return self.voc[split]
-
-    def ground_truth(self, split: str = "val") -> dict[str, Any]:
-        """COCO-format ground truth of ``split`` (test falls back to val).
-
-        See :meth:`VOCDetectionDataset.ground_truth`; difficult objects are ``iscrowd: 1``.
-        """
-        return self._split_source(split).ground_truth()
-
-    # ------------------------------------------------------------------ datasets
-    def train_transform(self) -> Callable:
-        hp = self.hparams
-        return detection_train_transforms(hp.image_size, hp.hflip, hp.scale_jitter, True, hp.letterbox)
-
-    def eval_transform(self) -> Callable:
-        return detection_eval_transforms(self.hparams.image_size, self.hparams.letterbox)
-
-    def _predict_paths(self) -> list[str]:
-        paths = self.hparams.predict_paths
-        if paths is None:
-            return self._split_source("val").image_paths
-        found: list[str] = []
-        for p in [paths] if isinstance(paths, str) else paths:
-            path = Path(p).expanduser()
-            if path.is_dir():
-                files, _ = list_image_files(path, skip_invalid=True, recursive=True)
-                if not files:
-                    raise DataError(f"predict folder {path} holds no image files")
-                found += [str(f) for f in files]
-            elif path.is_file():
-                found.append(str(path))
-            else:
-                raise DataError(f"predict path {path} does not exist")
-        return found
-
-    def _check_sizes(self, ds: VOCDetectionDataset) -> None:
-        """The XML's width/height must be the JPEG's: boxes are given in those pixels."""
-        for record in ds.records:
-            with Image.open(record["jpeg"]) as im:
-                w, h = im.size
-            if (w, h) != (record["width"], record["height"]):
-                raise DataError(f"{record['xml']}: says {record['width']}x{record['height']} "
-                                f"but {record['jpeg']} is {w}x{h}")
-
-    def setup(self, stage: str | None = None) -> None:
-        wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}
-        for split in wanted[stage or "fit"]:
-            if split in self.datasets:
-                continue
-            if split == "predict":
-                paths = self._predict_paths()
-                if should_verify(self.hparams.verify_images, len(paths)):
-                    verify_images(paths, "predict_paths")
-                self.datasets[split] = ImagePathsDataset(paths, self.eval_transform())
-                continue
-            if split == "test" and "test" not in self.voc:
-                rank_zero_warn("no test_split: testing on the validation split")
-            source = self._split_source(split)
-            paths = source.image_paths
-            if should_verify(self.hparams.verify_images, len(paths)):
-                verify_images(paths, f"the {split} split ({source.split_file})")
-                self._check_sizes(source)
-            transforms = self.train_transform() if split == "train" else self.eval_transform()
-            self.datasets[split] = source.with_transforms(transforms)
-
-    # ------------------------------------------------------------------ loaders
-    def _loader(self, split: str, train: bool = False) -> DataLoader:
-        hp = self.hparams
-        workers = hp.num_workers
-        return DataLoader(
-            self.datasets[split],
-            batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
-            shuffle=train,
-            num_workers=workers,
-            pin_memory=torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory,
-            persistent_workers=hp.persistent_workers and workers > 0,
-            collate_fn=detection_collate,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict")
+            self.sources[split] = VOCDetectionDataset(root, name, names, None, keep_difficult, on_bad)

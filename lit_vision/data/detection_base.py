@@ -1,0 +1,144 @@
+"""What the COCO and VOC detection DataModules share: class maps, ground truth, setup and loaders.
+
+Subclasses only build ``self.sources`` (split -> checked dataset) in ``__init__``; a source provides
+``class_names``, ``label_to_category_id``, ``category_id_to_label``, ``image_paths``, ``describe``
+(its file, for messages), ``with_transforms``, ``ground_truth()`` and ``check_sizes()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_warn
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as F
+
+from lit_vision.data.checks import DataError, resolve_image_paths, should_verify, verify_images
+from lit_vision.data.detection_transforms import (
+    detection_collate,
+    detection_eval_transforms,
+    detection_train_transforms,
+)
+
+
+class ImagePathsDataset(Dataset):
+    """Unlabelled images for prediction, in the detection item format (targets without boxes)."""
+
+    def __init__(self, paths: list[str], transforms: Callable | None = None) -> None:
+        self.paths = paths
+        self.transforms = transforms
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.paths[index]
+        with Image.open(path) as im:
+            image = im.convert("RGB")
+        w, h = image.size
+        target: dict[str, Any] = {
+            "boxes": tv_tensors.BoundingBoxes(torch.zeros((0, 4)), format="XYXY", canvas_size=(h, w)),
+            "labels": torch.zeros(0, dtype=torch.int64),
+        }
+        tensor, target = self.transforms(image, target) if self.transforms else (F.to_image(image), target)
+        if tensor.dtype == torch.uint8:
+            tensor = F.to_dtype(tensor, torch.float32, scale=True)
+        target = {k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
+        target |= {"image_id": -1, "orig_size": (h, w)}
+        return {"image": tensor.as_subclass(torch.Tensor), "target": target, "path": path}
+
+
+class DetectionDataModule(LightningDataModule):
+    """Base of :class:`COCODetectionDataModule` and :class:`VOCDetectionDataModule` (see their arguments)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: dict[str, Any] = {}
+        self.datasets: dict[str, Dataset] = {}
+
+    # ------------------------------------------------------------------ classes and ground truth
+    @property
+    def class_names(self) -> list[str]:
+        return self.sources["train"].class_names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def label_to_category_id(self) -> dict[int, int]:
+        return self.sources["train"].label_to_category_id
+
+    @property
+    def category_id_to_label(self) -> dict[int, int]:
+        return self.sources["train"].category_id_to_label
+
+    def _split_source(self, split: str) -> Any:
+        if split == "test" and "test" not in self.sources:
+            split = "val"
+        if split not in self.sources:
+            raise DataError(f"no {split} data was configured")
+        return self.sources[split]
+
+    def ground_truth(self, split: str = "val") -> dict[str, Any]:
+        """COCO-format ground truth of ``split`` for the evaluator (test falls back to val), crowd kept."""
+        return self._split_source(split).ground_truth()
+
+    # ------------------------------------------------------------------ datasets
+    def train_transform(self) -> Callable:
+        hp = self.hparams
+        return detection_train_transforms(hp.image_size, hp.hflip, hp.scale_jitter, True, hp.letterbox)
+
+    def eval_transform(self) -> Callable:
+        return detection_eval_transforms(self.hparams.image_size, self.hparams.letterbox)
+
+    def setup(self, stage: str | None = None) -> None:
+        wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}
+        for split in wanted[stage or "fit"]:
+            if split in self.datasets:
+                continue
+            if split == "predict":
+                given = self.hparams.predict_paths
+                paths = self._split_source("val").image_paths if given is None else resolve_image_paths(given)
+                if should_verify(self.hparams.verify_images, len(paths)):
+                    verify_images(paths, "predict_paths")
+                self.datasets[split] = ImagePathsDataset(paths, self.eval_transform())
+                continue
+            if split == "test" and "test" not in self.sources:
+                rank_zero_warn("no test data configured: testing on the validation split")
+            source = self._split_source(split)
+            if should_verify(self.hparams.verify_images, len(source.image_paths)):
+                verify_images(source.image_paths, f"the {split} split ({source.describe})")
+                source.check_sizes()
+            transforms = self.train_transform() if split == "train" else self.eval_transform()
+            self.datasets[split] = source.with_transforms(transforms)
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, split: str, train: bool = False) -> DataLoader:
+        hp = self.hparams
+        return DataLoader(
+            self.datasets[split],
+            batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
+            shuffle=train,
+            num_workers=hp.num_workers,
+            pin_memory=torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory,
+            persistent_workers=hp.persistent_workers and hp.num_workers > 0,
+            collate_fn=detection_collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")
