@@ -28,10 +28,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.transforms.v2 import functional as F
 
 from lit_vision.data.checks import DataError
-from lit_vision.data.detection_base import DetectionDataModule
+from lit_vision.data.detection_base import DetectionDataModule, detection_item, load_rgb
 
 BOX_TOLERANCE = 1.0  # pixels a box may extend past the image (rounding in exported files); clamped
 
@@ -237,24 +236,7 @@ class CocoDetectionDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.image_path(index)
-        try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")
-        except (OSError, SyntaxError, ValueError) as err:
-            raise DataError(f"cannot read image {path}: {err}") from err
-        img = self.images[index]
-        target = self.raw_target(index)
-        if self.transforms is not None:
-            tensor, target = self.transforms(image, target)
-        else:
-            tensor = F.to_image(image)
-            target |= {"scale": (1.0, 1.0), "pad": (0, 0, 0, 0)}
-        if tensor.dtype == torch.uint8:
-            tensor = F.to_dtype(tensor, torch.float32, scale=True)
-        target = {k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
-        target["image_id"] = img["id"]
-        target["orig_size"] = (img["height"], img["width"])
-        return {"image": tensor.as_subclass(torch.Tensor), "target": target, "path": path}
+        return detection_item(load_rgb(path), self.raw_target(index), self.transforms, self.images[index]["id"], path)
 
 
 class COCODetectionDataModule(DetectionDataModule):

@@ -26,6 +26,36 @@ from lit_vision.data.detection_transforms import (
 )
 
 
+def load_rgb(path: str) -> Image.Image:
+    """Decode an image file to RGB; a failure names the file."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"cannot read image {path}: {err}") from err
+
+
+def detection_item(
+    image: Image.Image, target: dict[str, Any], transforms: Callable | None, image_id: int, path: str
+) -> dict[str, Any]:
+    """Apply ``transforms`` and return the item contract: float image in [0, 1], plain-tensor target.
+
+    Without transforms the image keeps its size (``scale=(1, 1)``, no padding), so ``boxes_to_original``
+    works on every item.
+    """
+    w, h = image.size
+    if transforms is not None:
+        tensor, target = transforms(image, target)
+    else:
+        tensor = F.to_image(image)
+        target = target | {"scale": (1.0, 1.0), "pad": (0, 0, 0, 0)}
+    if tensor.dtype == torch.uint8:
+        tensor = F.to_dtype(tensor, torch.float32, scale=True)
+    target = {k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
+    target |= {"image_id": image_id, "orig_size": (h, w)}
+    return {"image": tensor.as_subclass(torch.Tensor), "target": target, "path": path}
+
+
 class ImagePathsDataset(Dataset):
     """Unlabelled images for prediction, in the detection item format (targets without boxes)."""
 
@@ -38,19 +68,13 @@ class ImagePathsDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.paths[index]
-        with Image.open(path) as im:
-            image = im.convert("RGB")
+        image = load_rgb(path)
         w, h = image.size
         target: dict[str, Any] = {
             "boxes": tv_tensors.BoundingBoxes(torch.zeros((0, 4)), format="XYXY", canvas_size=(h, w)),
             "labels": torch.zeros(0, dtype=torch.int64),
         }
-        tensor, target = self.transforms(image, target) if self.transforms else (F.to_image(image), target)
-        if tensor.dtype == torch.uint8:
-            tensor = F.to_dtype(tensor, torch.float32, scale=True)
-        target = {k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
-        target |= {"image_id": -1, "orig_size": (h, w)}
-        return {"image": tensor.as_subclass(torch.Tensor), "target": target, "path": path}
+        return detection_item(image, target, self.transforms, -1, path)
 
 
 class DetectionDataModule(LightningDataModule):
