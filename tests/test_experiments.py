@@ -49,3 +49,43 @@ def test_classic_resnet50_recipe_matches_the_paper_setup(imagefolder_root: Path,
     assert type(sched).__name__ == "CosineAnnealingLR" and sched.T_max == 90 == trainer.max_epochs
     assert trainer.precision == "bf16-mixed" and trainer.gradient_clip_val == 1.0
     assert trainer.checkpoint_callback.mode == "max"
+
+
+DETECTION = sorted((EXPERIMENTS / "detection").glob("*.yaml"))
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def detection_overrides(recipe: Path) -> list[str]:
+    """Point a recipe at the small fixtures; never download weights in tests."""
+    text = recipe.read_text()
+    args = ["--data.num_workers", "0"]
+    if "pretrained: true" in text:
+        args += ["--model.pretrained", "false"]
+    if "COCODetectionDataModule" in text:
+        coco = FIXTURES / "minicoco"
+        args += ["--data.train_images", str(coco / "images"), "--data.train_annotations", str(coco / "train.json"),
+                 "--data.val_images", str(coco / "images"), "--data.val_annotations", str(coco / "val.json")]
+    elif "VOCDetectionDataModule" in text:
+        args += ["--data.root", str(FIXTURES / "voc" / "VOC2012")]
+    else:
+        args += ["--data.num_train", "4", "--data.num_val", "2"]
+    return args
+
+
+def test_the_detection_recipes_cover_the_detectors() -> None:
+    names = {p.stem for p in DETECTION}
+    assert {"quickstart", "faster_rcnn_r50_fpn_coco", "retinanet_r50_fpn_coco", "fcos_r50_fpn_coco"} <= names
+    assert any(n.endswith("_voc") for n in names)
+
+
+@pytest.mark.parametrize("recipe", DETECTION, ids=lambda p: p.stem)
+def test_detection_recipe_instantiates(recipe: Path, tmp_path: Path, monkeypatch) -> None:
+    from lit_vision.tasks import ObjectDetector
+
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli(["--config", str(recipe), *detection_overrides(recipe)], run=False)
+    assert isinstance(cli.model, ObjectDetector)
+    assert f"architecture: {cli.model.hparams.architecture}" in recipe.read_text()
+    assert cli.model.num_classes == cli.datamodule.num_classes  # linked from the data
+    assert cli.model.class_names == cli.datamodule.class_names
+    assert cli.trainer.checkpoint_callback.monitor.startswith("val/map")

@@ -267,7 +267,7 @@ class ShapesDetectionDataModule(COCODetectionDataModule):
 
     The detection quickstart's data: no download, real boxes and masks, 3 classes. Arguments other than
     the generator's (``cache_dir``, ``num_train``, ``num_val``, ``scene_size``, ``seed``) are those of
-    ``COCODetectionDataModule``; ``image_size`` defaults to the scene size (no resizing).
+    ``COCODetectionDataModule``; keep ``image_size`` equal to ``scene_size`` to train without resizing.
     """
 
     def __init__(
@@ -277,13 +277,11 @@ class ShapesDetectionDataModule(COCODetectionDataModule):
         num_val: int = 50,
         scene_size: int = 128,
         seed: int = 0,
-        image_size: int | None = None,
+        image_size: int = 128,
         scale_jitter: tuple[float, float] | None = None,
         **kwargs: Any,
     ) -> None:
         paths = shapes_paths(write_shapes(cache_dir, num_train, num_val, scene_size, seed))
-        # Rebind before super().__init__: Lightning's save_hyperparameters reads this frame's locals too.
-        image_size = image_size or scene_size
         super().__init__(
             train_images=str(paths["coco_train_images"]),
             train_annotations=str(paths["coco_train_json"]),

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.retinanet import RetinaNetClassificationHead, RetinaNetHead, _sum
+from torchvision.models.detection.retinanet import RetinaNetClassificationHead, RetinaNetHead
 from torchvision.ops import MultiScaleRoIAlign, sigmoid_focal_loss
 
 from lit_vision.backbones import create_backbone
@@ -59,7 +59,7 @@ class FocalRetinaNetClassificationHead(RetinaNetClassificationHead):
             loss = sigmoid_focal_loss(logits[valid], gt[valid], alpha=self.focal_alpha, gamma=self.focal_gamma,
                                       reduction="sum")
             losses.append(loss / max(1, int(foreground.sum())))
-        return _sum(losses) / len(targets)
+        return torch.stack(losses).sum() / len(targets)
 
 
 class Detector(nn.Module):
@@ -137,7 +137,8 @@ def build_detector(
         pretrained, backbone_kwargs: see :func:`~lit_vision.backbones.create_backbone`.
         backbone_out_indices: backbone stages feeding the FPN (default the last three, strides 8/16/32 on
             most CNNs).
-        fpn_channels: width of the pyramid.
+        fpn_channels: width of the pyramid (FCOS: a multiple of 32, for its ``GroupNorm(32, ...)`` head; with
+            exactly 32, a lone image whose coarsest level is 1x1 cannot be normalised, so prefer >= 64).
         image_size: the DataModule's ``image_size``: sets ``min_size = max_size = image_size`` and skips
             the internal training resize (see the module docstring). ``None``: use ``min_size``/``max_size``.
         min_size, max_size: torchvision's internal resize when ``image_size`` is not given.
@@ -154,6 +155,8 @@ def build_detector(
         raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
+    if architecture == "fcos" and fpn_channels % 32:
+        raise ValueError(f"FCOS's head uses GroupNorm(32, fpn_channels): fpn_channels must be a multiple of 32, got {fpn_channels}")
     body = create_backbone(backbone, pretrained=pretrained, out_indices=list(backbone_out_indices),
                            **(backbone_kwargs or {}))
     extra = "maxpool" if architecture == "faster_rcnn" else "p6p7"

@@ -2,5 +2,6 @@
 
 from lit_vision.tasks.base import VisionTask
 from lit_vision.tasks.classification import ImageClassifier
+from lit_vision.tasks.detection import ObjectDetector
 
-__all__ = ["ImageClassifier", "VisionTask"]
+__all__ = ["ImageClassifier", "ObjectDetector", "VisionTask"]

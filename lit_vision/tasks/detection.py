@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import torch
 import torch.distributed as dist
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
@@ -46,6 +45,8 @@ class ObjectDetector(VisionTask):
             scales_per_octave, focal_alpha, focal_gamma, score_thresh, nms_thresh, detections_per_img:
             see :func:`~lit_vision.models.detectors.build_detector`. Link ``image_size`` from the
             DataModule so the detector does not resize a second time.
+        detector_kwargs: further arguments of the torchvision constructor (e.g. Faster R-CNN's
+            ``rpn_post_nms_top_n_train`` or ``box_batch_size_per_image``).
         optimizer, lr_scheduler, lr_scheduler_interval, no_weight_decay_norm_bias: see
             :class:`~lit_vision.tasks.base.VisionTask`.
     """
@@ -73,6 +74,7 @@ class ObjectDetector(VisionTask):
         score_thresh: float = 0.05,
         nms_thresh: float = 0.5,
         detections_per_img: int = 100,
+        detector_kwargs: dict[str, Any] | None = None,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
@@ -105,6 +107,7 @@ class ObjectDetector(VisionTask):
             anchor_sizes=hp.anchor_sizes, aspect_ratios=tuple(hp.aspect_ratios or (0.5, 1.0, 2.0)),
             scales_per_octave=hp.scales_per_octave, focal_alpha=hp.focal_alpha, focal_gamma=hp.focal_gamma,
             score_thresh=hp.score_thresh, nms_thresh=hp.nms_thresh, detections_per_img=hp.detections_per_img,
+            **(hp.detector_kwargs or {}),
         )
 
     def compute_loss(self, losses: dict[str, Tensor]) -> Tensor:
@@ -181,7 +184,8 @@ class ObjectDetector(VisionTask):
         results = [r for rows in merged.values() for r in rows]
         stats: list[Any] = [None]
         if not _distributed() or dist.get_rank() == 0:
-            full = evaluate_coco(self._gt_cache, results)
+            # evaluate_coco's loadRes adds keys (area, id, segmentation) to the dicts it is given: pass copies.
+            full = evaluate_coco(self._gt_cache, [{**r, "bbox": list(r["bbox"])} for r in results])
             stats = [{k: float(v) for k, v in full.items() if k != "per_class"}]
             self.last_coco_results = results
         if _distributed():

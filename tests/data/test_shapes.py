@@ -227,7 +227,7 @@ def test_default_cache_dir_and_bad_arguments(tmp_path: Path, monkeypatch: pytest
 def test_shapes_datamodule_serves_the_coco_layout(tmp_path: Path) -> None:
     from lit_vision.data import ShapesDetectionDataModule
 
-    data = ShapesDetectionDataModule(cache_dir=str(tmp_path), num_train=6, num_val=3, scene_size=64,
+    data = ShapesDetectionDataModule(cache_dir=str(tmp_path), num_train=6, num_val=3, scene_size=64, image_size=64,
                                      batch_size=3, num_workers=0)
     assert data.class_names == list(SHAPES_CLASSES) and data.num_classes == 3
     data.setup("fit")

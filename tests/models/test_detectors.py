@@ -35,7 +35,7 @@ def batch():
 
 
 @pytest.mark.parametrize("architecture", ["faster_rcnn", "retinanet", "fcos"])
-@pytest.mark.parametrize("backbone", ["tv/resnet18", "tv/mobilenet_v3_small"])
+@pytest.mark.parametrize("backbone", ["tv/resnet18", "tv/mobilenet_v3_small", "timm/efficientnet_b0"])
 def test_detector_trains_and_predicts_labels_in_range(architecture: str, backbone: str) -> None:
     model = tiny(architecture, backbone, score_thresh=0.0)
     images, targets = batch()
@@ -131,3 +131,8 @@ def test_retinanet_focal_loss_uses_configured_alpha_gamma(alpha: float, gamma: f
 def test_unknown_architecture_is_rejected() -> None:
     with pytest.raises(ValueError, match="architecture"):
         build_detector("yolo", "tv/resnet18", 3)  # type: ignore[arg-type]
+
+
+def test_fcos_needs_fpn_channels_divisible_by_32() -> None:
+    with pytest.raises(ValueError, match="multiple of 32"):
+        build_detector("fcos", "tv/resnet18", 3, fpn_channels=16)
