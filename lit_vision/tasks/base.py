@@ -43,6 +43,17 @@ def split_decay_parameters(module: nn.Module) -> tuple[list[nn.Parameter], list[
     return decay, no_decay
 
 
+def resolve_classes(task: str, num_classes: int | None, class_names: list[str] | None) -> tuple[int, list[str]]:
+    """``(num_classes, class_names)`` from whichever was given (names default to ``"0"``, ``"1"``, ...)."""
+    if num_classes is None and class_names is None:
+        raise ValueError(f"{task} needs num_classes or class_names (normally linked from the data)")
+    if num_classes is None:
+        num_classes = len(class_names)
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"num_classes={num_classes} but {len(class_names)} class_names were given")
+    return num_classes, list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+
+
 class VisionTask(LightningModule):
     """Base of :class:`ImageClassifier` and the other tasks.
 

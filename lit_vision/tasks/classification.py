@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
@@ -14,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lit_vision.backbones import create_backbone
 from lit_vision.heads import ClassificationHead
 from lit_vision.models import Classifier
-from lit_vision.tasks.base import VisionTask
+from lit_vision.tasks.base import VisionTask, resolve_classes
 
 
 class ImageClassifier(VisionTask):
@@ -63,16 +62,10 @@ class ImageClassifier(VisionTask):
         no_weight_decay_norm_bias: bool = True,
     ) -> None:
         super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, no_weight_decay_norm_bias)
-        if num_classes is None and class_names is None:
-            raise ValueError("ImageClassifier needs num_classes or class_names (normally linked from the data)")
-        if num_classes is None:
-            num_classes = len(class_names)
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"num_classes={num_classes} but {len(class_names)} class_names were given")
+        num_classes, names = resolve_classes("ImageClassifier", num_classes, class_names)
         self.save_hyperparameters()
         self._drop_unserializable_hparams()
-        self.num_classes = num_classes
-        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        self.num_classes, self.class_names = num_classes, names
         self.label_smoothing = label_smoothing
         self.top_k = min(top_k, num_classes)
         self.model = self.build_model()

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from lit_vision.data.detection_transforms import boxes_to_original
 from lit_vision.evaluation.coco import evaluate_coco
 from lit_vision.models.detectors import Architecture, build_detector
-from lit_vision.tasks.base import VisionTask
+from lit_vision.tasks.base import VisionTask, resolve_classes
 
 
 def _distributed() -> bool:
@@ -81,16 +81,10 @@ class ObjectDetector(VisionTask):
         no_weight_decay_norm_bias: bool = True,
     ) -> None:
         super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, no_weight_decay_norm_bias)
-        if num_classes is None and class_names is None:
-            raise ValueError("ObjectDetector needs num_classes or class_names (normally linked from the data)")
-        if num_classes is None:
-            num_classes = len(class_names)
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"num_classes={num_classes} but {len(class_names)} class_names were given")
+        num_classes, names = resolve_classes("ObjectDetector", num_classes, class_names)
         self.save_hyperparameters()
         self._drop_unserializable_hparams()
-        self.num_classes = num_classes
-        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        self.num_classes, self.class_names = num_classes, names
         self.model = self.build_model()
         self._results: dict[int, list[dict[str, Any]]] = {}
         self._gt_cache: dict[str, Any] | None = None
