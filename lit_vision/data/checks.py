@@ -57,6 +57,15 @@ def check_image(path: str | Path) -> str | None:
     return None
 
 
+def load_rgb(path: str | Path) -> Image.Image:
+    """Decode an image file to RGB; a failure (mid-epoch, if it was not verified) names the file."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"cannot read image {path}: {err}") from err
+
+
 def verify_images(paths: Sequence[str | Path], what: str, num_threads: int = 4) -> None:
     """Decode every file in ``paths`` and raise one :class:`DataError` listing all bad ones.
 

@@ -14,7 +14,6 @@ annotations (``iscrowd=1``) are never training targets.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import warnings
@@ -26,11 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from lit_vision.data.checks import DataError
-from lit_vision.data.detection_base import DetectionDataModule, detection_item, load_rgb
+from lit_vision.data.checks import DataError, load_rgb
+from lit_vision.data.detection_base import DetectionDataModule, DetectionSource, detection_item
 
 BOX_TOLERANCE = 1.0  # pixels a box may extend past the image (rounding in exported files); clamped
 
@@ -66,7 +64,7 @@ def _load_instances(path: Path) -> dict[str, Any]:
     return data
 
 
-class CocoDetectionDataset(Dataset):
+class CocoDetectionDataset(DetectionSource):
     """Images and targets of one COCO instances JSON; items are ``{"image", "target", "path"}`` dicts.
 
     ``target`` holds ``boxes`` (float ``[N, 4]`` XYXY pixels of the transformed image), ``labels`` (long
@@ -199,22 +197,12 @@ class CocoDetectionDataset(Dataset):
                 raise DataError(f"{self.annotations_json}: image id {img['id']} says {img['width']}x{img['height']} "
                                 f"but {path} is {w}x{h}")
 
-    def with_transforms(self, transforms: Callable | None) -> CocoDetectionDataset:
-        """A shallow copy with other transforms (the checked annotations are shared, not re-read)."""
-        out = copy.copy(self)
-        out.transforms = transforms
-        return out
-
     # ------------------------------------------------------------------ items
     def __len__(self) -> int:
         return len(self.images)
 
     def image_path(self, index: int) -> str:
         return str(self.images_dir / self.images[index]["file_name"])
-
-    @property
-    def image_paths(self) -> list[str]:
-        return [self.image_path(i) for i in range(len(self))]
 
     def raw_target(self, index: int) -> dict[str, Any]:
         """Target in original pixels as tv_tensors (boxes clamped to the image), before any transform."""

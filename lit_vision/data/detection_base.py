@@ -10,29 +10,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import copy
+
 import torch
-from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
-from lit_vision.data.checks import DataError, resolve_image_paths, should_verify, verify_images
+from lit_vision.data.base import SplitDataModule
+from lit_vision.data.checks import DataError, load_rgb, resolve_image_paths, should_verify, verify_images
 from lit_vision.data.detection_transforms import (
     detection_collate,
     detection_eval_transforms,
     detection_train_transforms,
 )
-
-
-def load_rgb(path: str) -> Image.Image:
-    """Decode an image file to RGB; a failure names the file."""
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"cannot read image {path}: {err}") from err
 
 
 def detection_item(
@@ -77,13 +70,36 @@ class ImagePathsDataset(Dataset):
         return detection_item(image, target, self.transforms, -1, path)
 
 
-class DetectionDataModule(LightningDataModule):
+class DetectionSource(Dataset):
+    """Base of the checked detection datasets: transform swapping and path listing, shared by COCO and VOC."""
+
+    transforms: Callable | None
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def image_path(self, index: int) -> str:
+        raise NotImplementedError
+
+    @property
+    def image_paths(self) -> list[str]:
+        return [self.image_path(i) for i in range(len(self))]
+
+    def with_transforms(self, transforms: Callable | None) -> DetectionSource:
+        """A shallow copy with other transforms (the checked annotations are shared, not re-read)."""
+        out = copy.copy(self)
+        out.transforms = transforms
+        return out
+
+
+class DetectionDataModule(SplitDataModule):
     """Base of :class:`COCODetectionDataModule` and :class:`VOCDetectionDataModule` (see their arguments)."""
+
+    collate_fn = staticmethod(detection_collate)
 
     def __init__(self) -> None:
         super().__init__()
-        self.sources: dict[str, Any] = {}
-        self.datasets: dict[str, Dataset] = {}
+        self.sources: dict[str, DetectionSource] = {}
 
     # ------------------------------------------------------------------ classes and ground truth
     @property
@@ -141,28 +157,3 @@ class DetectionDataModule(LightningDataModule):
                 source.check_sizes()
             transforms = self.train_transform() if split == "train" else self.eval_transform()
             self.datasets[split] = source.with_transforms(transforms)
-
-    # ------------------------------------------------------------------ loaders
-    def _loader(self, split: str, train: bool = False) -> DataLoader:
-        hp = self.hparams
-        return DataLoader(
-            self.datasets[split],
-            batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
-            shuffle=train,
-            num_workers=hp.num_workers,
-            pin_memory=torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory,
-            persistent_workers=hp.persistent_workers and hp.num_workers > 0,
-            collate_fn=detection_collate,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict")

@@ -14,13 +14,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from lit_vision.data.checks import DataError, list_image_files, resolve_image_paths, should_verify, verify_images
+from lit_vision.data.base import SplitDataModule
+from lit_vision.data.checks import (
+    DataError,
+    list_image_files,
+    load_rgb,
+    resolve_image_paths,
+    should_verify,
+    verify_images,
+)
 from lit_vision.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -65,28 +71,20 @@ class ImageFolderDataset(Dataset):
     def __init__(self, samples: Sequence[Sample], transform: Callable | None = None, cache: bool = False) -> None:
         self.samples = list(samples)
         self.transform = transform
-        self._cache: list[Image.Image] | None = [self._load(p) for p, _ in self.samples] if cache else None
-
-    @staticmethod
-    def _load(path: str) -> Image.Image:
-        try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except (OSError, SyntaxError, ValueError) as err:
-            raise DataError(f"cannot read image {path}: {err}") from err
+        self._cache: list[Image.Image] | None = [load_rgb(p) for p, _ in self.samples] if cache else None
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path, label = self.samples[index]
-        image = self._cache[index] if self._cache is not None else self._load(path)
+        image = self._cache[index] if self._cache is not None else load_rgb(path)
         if self.transform is not None:
             image = self.transform(image)
         return {"image": image, "label": label, "path": path}
 
 
-class ImageFolderDataModule(LightningDataModule):
+class ImageFolderDataModule(SplitDataModule):
     """Classification data from an ImageFolder tree.
 
     Args:
@@ -141,7 +139,6 @@ class ImageFolderDataModule(LightningDataModule):
             self._scan()
         elif self._class_names is None:
             raise DataError("ImageFolderDataModule needs a root (or, for prediction only, class_names)")
-        self.datasets: dict[str, Dataset] = {}
 
     # ------------------------------------------------------------------ structure
     def _scan(self) -> None:
@@ -246,31 +243,3 @@ class ImageFolderDataModule(LightningDataModule):
                 verify_images(paths, f"the {split} split of {self.root or 'predict_paths'}")
             transform = self.train_transform() if split == "train" else self.eval_transform()
             self.datasets[split] = ImageFolderDataset(samples, transform, cache=self.hparams.cache_images)
-
-    # ------------------------------------------------------------------ loaders
-    def _loader(self, split: str, train: bool = False) -> DataLoader:
-        hp = self.hparams
-        workers = hp.num_workers
-        pin = torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory
-        return DataLoader(
-            self.datasets[split],
-            batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
-            shuffle=train,
-            drop_last=train and hp.drop_last and len(self.datasets[split]) > hp.batch_size,
-            num_workers=workers,
-            pin_memory=pin,
-            persistent_workers=hp.persistent_workers and workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict")
-

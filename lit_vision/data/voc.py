@@ -40,7 +40,6 @@ degenerate / out-of-image box raises :class:`DataError` naming the XML file (and
 
 from __future__ import annotations
 
-import copy
 import math
 import re
 import warnings
@@ -52,12 +51,11 @@ from xml.etree import ElementTree as ET
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from lit_vision.data.checks import DataError
+from lit_vision.data.checks import DataError, load_rgb
 from lit_vision.data.coco import BOX_TOLERANCE
-from lit_vision.data.detection_base import DetectionDataModule, detection_item, load_rgb
+from lit_vision.data.detection_base import DetectionDataModule, DetectionSource, detection_item
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -136,7 +134,7 @@ def _image_ids(ids: Sequence[str]) -> list[int]:
     return list(range(1, len(ids) + 1))
 
 
-class VOCDetectionDataset(Dataset):
+class VOCDetectionDataset(DetectionSource):
     """Images and targets of one split of a VOC-layout folder; items are ``{"image", "target", "path"}`` dicts.
 
     ``target`` holds ``boxes`` (float ``[N, 4]`` XYXY pixels of the transformed image), ``labels`` (long
@@ -287,22 +285,12 @@ class VOCDetectionDataset(Dataset):
         """
         return self.coco
 
-    def with_transforms(self, transforms: Callable | None) -> VOCDetectionDataset:
-        """A shallow copy with other transforms (the checked annotations are shared, not re-read)."""
-        out = copy.copy(self)
-        out.transforms = transforms
-        return out
-
     # ------------------------------------------------------------------ items
     def __len__(self) -> int:
         return len(self.records)
 
     def image_path(self, index: int) -> str:
         return str(self.records[index]["jpeg"])
-
-    @property
-    def image_paths(self) -> list[str]:
-        return [self.image_path(i) for i in range(len(self))]
 
     def raw_target(self, index: int) -> dict[str, Any]:
         """Target in original pixels as tv_tensors (boxes clamped to the image), before any transform."""
