@@ -4,6 +4,7 @@
     lit-vision fit --model ImageClassifier --model.backbone tv/resnet50 \
         --data ImageFolderDataModule --data.root /data/imagenette --trainer.callbacks+=EMA
     lit-vision predict --config recipe.yaml --ckpt_path runs/.../best.ckpt --data.predict_paths photos/
+    lit-vision predict --config det.yaml --ckpt_path best.ckpt --trainer.callbacks+=CocoResultsWriter
     lit-vision eval-coco --gt instances_val.json --results detections.json [--iou-type segm]
 """
 
@@ -24,6 +25,7 @@ import lit_vision.callbacks  # noqa: F401
 import lit_vision.data  # noqa: F401
 import lit_vision.loggers  # noqa: F401
 import lit_vision.tasks  # noqa: F401
+from lit_vision.callbacks.coco_results_writer import CocoResultsWriter
 from lit_vision.callbacks.prediction_writer import JsonlPredictionWriter
 from lit_vision.evaluation.coco import IOU_TYPES, CocoEvaluationError, evaluate_coco, format_stats
 
@@ -37,7 +39,13 @@ class LitVisionCLI(LightningCLI):
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
-        """Prediction from a checkpoint alone: hand the checkpoint's class names to a root-less DataModule."""
+        """Prediction from a checkpoint alone: hand the checkpoint's class names to a DataModule without labels.
+
+        Applies to any DataModule that takes ``class_names`` but got none and has no annotation source
+        (``root`` or ``*annotations`` unset): ``ImageFolderDataModule(root=None)``,
+        ``DetectionImagesDataModule``. Lightning has already put the checkpoint's hyper-parameters into
+        the model's arguments (``--ckpt_path``), so that is where the names are.
+        """
         if self.subcommand is None:
             return
         cfg = self.config[self.subcommand]
@@ -45,9 +53,11 @@ class LitVisionCLI(LightningCLI):
         model_args = cfg.get("model", {}).get("init_args") if cfg.get("model") else None
         if data_args is None or model_args is None:
             return
-        if data_args.get("root", "missing") is None and data_args.get("class_names") is None:
-            if model_args.get("class_names") is not None:
-                data_args["class_names"] = list(model_args["class_names"])
+        wants_names = "class_names" in data_args and data_args.get("class_names") is None
+        has_source = any(value is not None for key, value in data_args.items()
+                         if key == "root" or key.endswith("annotations"))
+        if wants_names and not has_source and model_args.get("class_names") is not None:
+            data_args["class_names"] = list(model_args["class_names"])
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -91,9 +101,17 @@ class LitVisionCLI(LightningCLI):
             print(f"  best {ckpt.monitor or 'checkpoint'}: {score}  ->  {ckpt.best_model_path}")
 
     def after_predict(self) -> None:
+        """Print where the prediction writers put their files (JSON lines; COCO results when asked for)."""
+        if not self.trainer.is_global_zero:
+            return
         for c in self.trainer.callbacks:
-            if isinstance(c, JsonlPredictionWriter) and c.path is not None and self.trainer.is_global_zero:
+            if isinstance(c, JsonlPredictionWriter) and c.path is not None:
                 print(f"Predictions written to {c.path}")
+        for c in self.trainer.callbacks:
+            if isinstance(c, CocoResultsWriter) and c.path is not None:
+                print(f"COCO results written to {c.path}")
+                if c.images_path is not None:
+                    print(f"  image ids of the plain images listed in {c.images_path}")
 
 
 def run_cli(args: list[str] | dict | None = None, run: bool = True) -> LitVisionCLI:

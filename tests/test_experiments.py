@@ -74,7 +74,8 @@ def detection_overrides(recipe: Path) -> list[str]:
 
 def test_the_detection_recipes_cover_the_detectors() -> None:
     names = {p.stem for p in DETECTION}
-    assert {"quickstart", "faster_rcnn_r50_fpn_coco", "retinanet_r50_fpn_coco", "fcos_r50_fpn_coco"} <= names
+    assert {"quickstart", "faster_rcnn_r50_fpn_coco", "retinanet_r50_fpn_coco", "fcos_r50_fpn_coco",
+            "yolo_cspdarknet53_pan_coco"} <= names
     assert any(n.endswith("_voc") for n in names)
 
 

@@ -1,8 +1,9 @@
-"""Training callbacks: weight EMA, batch MixUp/CutMix, lr warm-up on top of any scheduler, prediction writer."""
+"""Training callbacks: weight EMA, batch MixUp/CutMix, lr warm-up on top of any scheduler, prediction writers."""
 
+from lit_vision.callbacks.coco_results_writer import CocoResultsWriter
 from lit_vision.callbacks.ema import EMA
 from lit_vision.callbacks.mixup import MixupCutmix
 from lit_vision.callbacks.prediction_writer import JsonlPredictionWriter
 from lit_vision.callbacks.warmup import LRWarmup
 
-__all__ = ["EMA", "JsonlPredictionWriter", "LRWarmup", "MixupCutmix"]
+__all__ = ["EMA", "CocoResultsWriter", "JsonlPredictionWriter", "LRWarmup", "MixupCutmix"]

@@ -2,6 +2,7 @@
 
 from lit_vision.data.checks import DataError
 from lit_vision.data.coco import COCODetectionDataModule, CocoDetectionDataset
+from lit_vision.data.detection_images import DetectionImagesDataModule
 from lit_vision.data.detection_transforms import detection_collate
 from lit_vision.data.imagefolder import ImageFolderDataModule, ImageFolderDataset
 from lit_vision.data.samples import DigitsDataModule, write_digits
@@ -12,6 +13,7 @@ __all__ = [
     "COCODetectionDataModule",
     "CocoDetectionDataset",
     "DataError",
+    "DetectionImagesDataModule",
     "DigitsDataModule",
     "ImageFolderDataModule",
     "ImageFolderDataset",

@@ -142,16 +142,17 @@ class DetectionDataModule(SplitDataModule):
         for split in wanted[stage or "fit"]:
             if split in self.datasets:
                 continue
-            if split == "predict":
-                given = self.hparams.predict_paths
-                paths = self._split_source("val").image_paths if given is None else resolve_image_paths(given)
+            if split == "predict" and self.hparams.predict_paths is not None:
+                paths = resolve_image_paths(self.hparams.predict_paths)
                 if should_verify(self.hparams.verify_images, len(paths)):
                     verify_images(paths, "predict_paths")
                 self.datasets[split] = ImagePathsDataset(paths, self.eval_transform())
                 continue
             if split == "test" and "test" not in self.sources:
                 rank_zero_warn("no test data configured: testing on the validation split")
-            source = self._split_source(split)
+            # Predicting without predict_paths reads the val split itself, so its real image ids reach the
+            # predictions (and a COCO results file of them scores what validation scores).
+            source = self._split_source("val" if split == "predict" else split)
             if should_verify(self.hparams.verify_images, len(source.image_paths)):
                 verify_images(source.image_paths, f"the {split} split ({source.describe})")
                 source.check_sizes()

@@ -1,4 +1,4 @@
-"""Faster R-CNN, RetinaNet and FCOS from ``torchvision.models.detection`` on any registry backbone.
+"""Faster R-CNN, RetinaNet and FCOS from ``torchvision.models.detection``, and our YOLO, on any registry backbone.
 
 :func:`build_detector` injects a registry backbone + :class:`~lit_vision.necks.BackboneWithFPN` into the
 torchvision model and wraps it in :class:`Detector`, which hides two torchvision conventions:
@@ -31,8 +31,8 @@ from torchvision.ops import MultiScaleRoIAlign, sigmoid_focal_loss
 from lit_vision.backbones import create_backbone
 from lit_vision.necks import BackboneWithFPN
 
-Architecture = Literal["faster_rcnn", "retinanet", "fcos"]
-ARCHITECTURES: tuple[str, ...] = ("faster_rcnn", "retinanet", "fcos")
+Architecture = Literal["faster_rcnn", "retinanet", "fcos", "yolo"]
+ARCHITECTURES: tuple[str, ...] = ("faster_rcnn", "retinanet", "fcos", "yolo")
 
 
 class FocalRetinaNetClassificationHead(RetinaNetClassificationHead):
@@ -127,29 +127,34 @@ def build_detector(
     detections_per_img: int = 100,
     **kwargs: Any,
 ) -> Detector:
-    """Build a torchvision detector on a registry backbone + FPN.
+    """Build a detector on a registry backbone: torchvision's with an FPN, or our YOLO with a PAN neck.
 
     Args:
         architecture: ``"faster_rcnn"`` (FPN + max-pooled extra level, RPN, RoIAlign box head),
-            ``"retinanet"`` or ``"fcos"`` (FPN + P6/P7).
+            ``"retinanet"`` or ``"fcos"`` (FPN + P6/P7), or ``"yolo"`` (PAN over three stages, decoupled
+            head, DFL + CIoU loss with task-aligned assignment; :class:`~lit_vision.models.yolo.YOLODetector`).
         backbone: registry name, e.g. ``"tv/resnet50"``, ``"timm/efficientnet_b0"``.
         num_classes: object classes, without background (labels ``0..K-1``).
         pretrained, backbone_kwargs: see :func:`~lit_vision.backbones.create_backbone`.
         backbone_out_indices: backbone stages feeding the FPN (default the last three, strides 8/16/32 on
             most CNNs).
-        fpn_channels: width of the pyramid (FCOS: a multiple of 32, for its ``GroupNorm(32, ...)`` head; with
+        fpn_channels: width of the pyramid (YOLO: of the PAN neck; FCOS: a multiple of 32, for its ``GroupNorm(32, ...)`` head; with
             exactly 32, a lone image whose coarsest level is 1x1 cannot be normalised, so prefer >= 64).
-        image_size: the DataModule's ``image_size``: sets ``min_size = max_size = image_size`` and skips
+        image_size: the DataModule's ``image_size``. YOLO never resizes (it only pads) and uses it for its
+            classification-bias prior. torchvision detectors: sets ``min_size = max_size = image_size`` and skips
             the internal training resize (see the module docstring). ``None``: use ``min_size``/``max_size``.
         min_size, max_size: torchvision's internal resize when ``image_size`` is not given.
         anchor_sizes: per-level base sizes (one number per level, expanded by ``scales_per_octave``) or
             per-level size tuples; default ``4 x stride``. FCOS ignores it (one stride-sized point per
             location, as torchvision's FCOS expects).
-        aspect_ratios: anchor ratios per location (Faster R-CNN, RetinaNet).
+        aspect_ratios: anchor ratios per location (Faster R-CNN, RetinaNet). Anchor arguments, ``min_size``,
+            ``max_size`` and the focal-loss ones do not apply to YOLO, which is anchor-free.
         scales_per_octave: anchor scales per level: default 3 scales x 3 ratios for both anchor-based models.
         focal_alpha, focal_gamma: RetinaNet's focal loss (FCOS keeps torchvision's 0.25 / 2).
         score_thresh, nms_thresh, detections_per_img: inference post-processing.
-        **kwargs: passed to the torchvision constructor (e.g. ``rpn_batch_size_per_image``).
+        **kwargs: passed to the torchvision constructor (e.g. ``rpn_batch_size_per_image``) or to
+            :class:`~lit_vision.models.yolo.YOLODetector` (``neck_depth``, ``reg_max``, ``pre_nms_top_n``, the
+            loss gains ``box_gain``/``cls_gain``/``dfl_gain`` and the assigner's ``top_k``/``alpha``/``beta``).
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
@@ -159,6 +164,13 @@ def build_detector(
         raise ValueError(f"FCOS's head uses GroupNorm(32, fpn_channels): fpn_channels must be a multiple of 32, got {fpn_channels}")
     body = create_backbone(backbone, pretrained=pretrained, out_indices=list(backbone_out_indices),
                            **(backbone_kwargs or {}))
+    if architecture == "yolo":
+        from lit_vision.models.yolo import YOLODetector
+
+        yolo = YOLODetector(body, num_classes, neck_channels=fpn_channels, image_size=image_size or 640,
+                            score_thresh=score_thresh, nms_thresh=nms_thresh,
+                            detections_per_img=detections_per_img, **kwargs)
+        return Detector(yolo, architecture, num_classes)
     extra = "maxpool" if architecture == "faster_rcnn" else "p6p7"
     neck = BackboneWithFPN(body, out_channels=fpn_channels, extra=extra)
     levels = len(neck.level_names)

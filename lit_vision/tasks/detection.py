@@ -207,16 +207,25 @@ class ObjectDetector(VisionTask):
         self._eval_epoch_end("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
-        """Per image: ``path``, ``boxes`` (original-image XYXY pixels), ``labels`` (class names), ``scores``."""
+        """Per image: ``path``, ``image_id``, ``boxes`` (original-image XYXY pixels), ``labels`` (class names),
+        ``label_ids`` (contiguous ``0..K-1``) and ``scores``.
+
+        ``image_id`` is the dataset's (the COCO id on a COCO split, ``-1`` for plain images), so a
+        :class:`~lit_vision.callbacks.CocoResultsWriter` can turn the rows into a results file. Values are not
+        rounded: that file must score exactly what validation scores.
+        """
         predictions = self.model(batch["image"])
         paths = batch.get("path", [None] * len(predictions))
         out = []
         for pred, target, path in zip(predictions, batch["target"], paths):
             boxes = boxes_to_original(pred["boxes"].detach().float().cpu(), target)
+            label_ids = [int(c) for c in pred["labels"].tolist()]
             out.append({
                 "path": path,
-                "boxes": [[round(v, 2) for v in box] for box in boxes.tolist()],
-                "labels": [self.class_names[int(c)] for c in pred["labels"].tolist()],
-                "scores": [round(float(s), 5) for s in pred["scores"].tolist()],
+                "image_id": int(target.get("image_id", -1)),
+                "boxes": boxes.tolist(),
+                "labels": [self.class_names[c] for c in label_ids],
+                "label_ids": label_ids,
+                "scores": [float(s) for s in pred["scores"].tolist()],
             })
         return out

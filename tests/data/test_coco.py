@@ -300,7 +300,16 @@ def test_datamodule_batches_follow_the_detection_contract() -> None:
     assert max(val["image"][0].shape[-2:]) == 128 and val["target"][0]["image_id"] == 314681
     data.setup("predict")
     pred = next(iter(data.predict_dataloader()))
-    assert pred["path"][0].endswith("000000314681.jpg") and pred["target"][0]["boxes"].shape == (0, 4)
+    # Without predict_paths the val split itself is predicted: its real image ids reach the predictions.
+    assert pred["path"][0].endswith("000000314681.jpg") and pred["target"][0]["image_id"] == 314681
+    assert torch.equal(pred["image"][0], val["image"][0])
+
+
+def test_predict_paths_are_plain_images_without_ids() -> None:
+    data = datamodule(predict_paths=str(IMAGES / "000000314681.jpg"))
+    data.setup("predict")
+    (target,) = next(iter(data.predict_dataloader()))["target"]
+    assert target["image_id"] == -1 and target["boxes"].shape == (0, 4)
 
 
 def test_letterbox_datamodule_gives_square_images() -> None:

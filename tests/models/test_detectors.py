@@ -16,6 +16,7 @@ LOSS_KEYS = {
     "faster_rcnn": {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"},
     "retinanet": {"classification", "bbox_regression"},
     "fcos": {"classification", "bbox_regression", "bbox_ctrness"},
+    "yolo": {"loss_cls", "loss_box", "loss_dfl"},
 }
 
 
@@ -34,7 +35,7 @@ def batch():
     return images, targets
 
 
-@pytest.mark.parametrize("architecture", ["faster_rcnn", "retinanet", "fcos"])
+@pytest.mark.parametrize("architecture", ["faster_rcnn", "retinanet", "fcos", "yolo"])
 @pytest.mark.parametrize("backbone", ["tv/resnet18", "tv/mobilenet_v3_small", "timm/efficientnet_b0"])
 def test_detector_trains_and_predicts_labels_in_range(architecture: str, backbone: str) -> None:
     model = tiny(architecture, backbone, score_thresh=0.0)
@@ -130,7 +131,7 @@ def test_retinanet_focal_loss_uses_configured_alpha_gamma(alpha: float, gamma: f
 
 def test_unknown_architecture_is_rejected() -> None:
     with pytest.raises(ValueError, match="architecture"):
-        build_detector("yolo", "tv/resnet18", 3)  # type: ignore[arg-type]
+        build_detector("yolov3", "tv/resnet18", 3)  # type: ignore[arg-type]
 
 
 def test_fcos_needs_fpn_channels_divisible_by_32() -> None:

@@ -34,8 +34,9 @@ def datamodule(train_json: Path, images: Path, val_json: Path | None = None, **k
     return COCODetectionDataModule(str(images), str(train_json), str(images), str(val_json or train_json), **kw)
 
 
-def detector(architecture: str, dm: COCODetectionDataModule, lr: float = 1e-3, **kw: Any) -> ObjectDetector:
+def detector(architecture: str, dm: COCODetectionDataModule, lr: float | None = None, **kw: Any) -> ObjectDetector:
     torch.manual_seed(0)
+    lr = lr or (3e-3 if architecture == "yolo" else 1e-3)
     levels = 4 if architecture == "faster_rcnn" else 5
     kw = dict(fpn_channels=32, image_size=SIZE, score_thresh=0.01, anchor_sizes=[SIZE // 8 * 2**i for i in range(levels)]) | kw
     if architecture == "faster_rcnn":  # fewer proposals and RoI samples: tiny images hold a handful of objects
@@ -69,12 +70,13 @@ def validate(model: ObjectDetector, dm: COCODetectionDataModule) -> dict[str, fl
     return pl.Trainer(**TRAINER_KW).validate(model, datamodule=dm, verbose=False)[0]
 
 
-@pytest.mark.parametrize("architecture", ["faster_rcnn", "retinanet", "fcos"])
+@pytest.mark.parametrize("architecture", ["faster_rcnn", "retinanet", "fcos", "yolo"])
 def test_detector_learns_and_reports_evaluate_coco_numbers(architecture: str, shapes: dict[str, Path]) -> None:
     dm = datamodule(shapes["coco_train_json"], shapes["coco_train_images"])
     model = detector(architecture, dm)
     before = validate(model, dm)
-    losses = fit(model, dm, steps=30)
+    # YOLO's soft targets scale with the IoU of its own early boxes: it needs a few more steps to score.
+    losses = fit(model, dm, steps=50 if architecture == "yolo" else 30)
     after = validate(model, dm)
     assert all(torch.isfinite(torch.tensor(losses)))
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
@@ -89,7 +91,7 @@ def test_detector_learns_and_reports_evaluate_coco_numbers(architecture: str, sh
         assert after[f"val/{name}"] == pytest.approx(independent[name], abs=1e-6)
 
 
-@pytest.mark.parametrize("architecture", ["faster_rcnn", "retinanet", "fcos"])
+@pytest.mark.parametrize("architecture", ["faster_rcnn", "retinanet", "fcos", "yolo"])
 def test_images_without_boxes_train_and_evaluate(architecture: str, shapes: dict[str, Path], tmp_path: Path) -> None:
     data = json.loads(shapes["coco_train_json"].read_text())
     keep = {img["id"] for img in data["images"][::2]}

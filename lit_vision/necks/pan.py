@@ -1,0 +1,107 @@
+"""A YOLOv8-style PAN neck (top-down FPN path + bottom-up path, C2f blocks) over any registry backbone.
+
+torchvision ships an FPN but no path-aggregation neck, and timm has none either, so the few blocks are
+written here after the published YOLOv8 design (Conv-BN-SiLU units; C2f = a CSP block whose chain of
+bottlenecks has every intermediate output concatenated). Over backbone maps C3, C4, C5 (strides 8, 16, 32):
+
+    top-down:   N4 = C2f(cat(up(C5), C4))       P3 = C2f(cat(up(N4), C3))
+    bottom-up:  P4 = C2f(cat(down(P3), N4))     P5 = C2f(cat(down(P4), C5))
+
+``up`` is 2x nearest upsampling and ``down`` a stride-2 3x3 ConvBNAct; the outputs are P3, P4, P5.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class ConvBNAct(nn.Module):
+    """Conv2d (no bias) + BatchNorm + SiLU: YOLO's basic unit."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels, eps=1e-3, momentum=0.03)
+        self.act = nn.SiLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class Bottleneck(nn.Module):
+    """Two 3x3 ConvBNAct, with a residual connection when ``shortcut`` (the backbone uses it, the neck not)."""
+
+    def __init__(self, channels: int, shortcut: bool = True) -> None:
+        super().__init__()
+        self.cv1 = ConvBNAct(channels, channels, 3)
+        self.cv2 = ConvBNAct(channels, channels, 3)
+        self.shortcut = shortcut
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.cv2(self.cv1(x))
+        return x + y if self.shortcut else y
+
+
+class C2f(nn.Module):
+    """CSP block of YOLOv8: split a 1x1 projection in two, run ``depth`` bottlenecks on one half, and fuse
+    the two halves plus every bottleneck output with a 1x1 conv (more gradient paths than a plain CSP)."""
+
+    def __init__(self, in_channels: int, out_channels: int, depth: int = 1, shortcut: bool = False) -> None:
+        super().__init__()
+        self.hidden = out_channels // 2
+        self.cv1 = ConvBNAct(in_channels, 2 * self.hidden, 1)
+        self.blocks = nn.ModuleList(Bottleneck(self.hidden, shortcut) for _ in range(depth))
+        self.cv2 = ConvBNAct((2 + depth) * self.hidden, out_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        parts = list(self.cv1(x).chunk(2, dim=1))
+        for block in self.blocks:
+            parts.append(block(parts[-1]))
+        return self.cv2(torch.cat(parts, dim=1))
+
+
+class PAN(nn.Module):
+    """Path-aggregation neck over three maps (fine to coarse), returning three maps of ``out_channels``.
+
+    Args:
+        in_channels: channels of the three input maps (e.g. a backbone's stages at strides 8, 16, 32).
+        out_channels: width of each output level (one int for all, or three, fine to coarse; YOLOv8-s
+            uses 128, 256, 512).
+        depth: bottlenecks per C2f block (YOLOv8 scales it with the model size: 1 for n/s, 2 for m, 3 for l).
+    """
+
+    def __init__(self, in_channels: Sequence[int], out_channels: int | Sequence[int] = 256, depth: int = 1) -> None:
+        super().__init__()
+        if len(in_channels) != 3:
+            raise ValueError(f"the PAN neck takes three feature maps (strides 8, 16, 32), got {len(in_channels)}")
+        c3, c4, c5 = in_channels
+        o3, o4, o5 = [out_channels] * 3 if isinstance(out_channels, int) else list(out_channels)
+        self.out_channels = [o3, o4, o5]
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.top_down4 = C2f(c5 + c4, o4, depth)          # N4 = C2f(cat(up(C5), C4))
+        self.top_down3 = C2f(o4 + c3, o3, depth)          # P3 = C2f(cat(up(N4), C3))
+        self.down3 = ConvBNAct(o3, o3, 3, stride=2)
+        self.bottom_up4 = C2f(o3 + o4, o4, depth)         # P4 = C2f(cat(down(P3), N4))
+        self.down4 = ConvBNAct(o4, o4, 3, stride=2)
+        self.bottom_up5 = C2f(o4 + c5, o5, depth)         # P5 = C2f(cat(down(P4), C5))
+
+    @staticmethod
+    def _cat(a: Tensor, b: Tensor) -> Tensor:
+        # Odd input sizes: a 2x upsampled / stride-2 map can be one pixel off its partner; crop or pad to it.
+        if a.shape[-2:] != b.shape[-2:]:
+            a = nn.functional.interpolate(a, size=b.shape[-2:], mode="nearest")
+        return torch.cat([a, b], dim=1)
+
+    def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:
+        c3, c4, c5 = feats
+        n4 = self.top_down4(self._cat(self.up(c5), c4))
+        p3 = self.top_down3(self._cat(self.up(n4), c3))
+        p4 = self.bottom_up4(self._cat(self.down3(p3), n4))
+        p5 = self.bottom_up5(self._cat(self.down4(p4), c5))
+        return [p3, p4, p5]
+
+
+__all__ = ["PAN", "C2f", "Bottleneck", "ConvBNAct"]
