@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -64,8 +65,16 @@ class LitVisionCLI(LightningCLI):
         callbacks = trainer.callbacks
         self._monitor_best_checkpoint(trainer)
         if self.subcommand == "predict" and not any(isinstance(c, JsonlPredictionWriter) for c in callbacks):
-            callbacks.append(JsonlPredictionWriter())
+            callbacks.append(self._default_prediction_writer())
         return trainer
+
+    def _default_prediction_writer(self) -> JsonlPredictionWriter:
+        """The task's own writer (``prediction_writer``, e.g. masks as PNGs), else JSON lines."""
+        target = getattr(self.model, "prediction_writer", None)
+        if target is None:
+            return JsonlPredictionWriter()
+        module, _, name = target.rpartition(".")
+        return getattr(importlib.import_module(module), name)()
 
     def _monitor_best_checkpoint(self, trainer: Trainer) -> None:
         """Without a configured ModelCheckpoint, keep the best epoch by the task's metric (plus ``last.ckpt``).
@@ -107,6 +116,8 @@ class LitVisionCLI(LightningCLI):
         for c in self.trainer.callbacks:
             if isinstance(c, JsonlPredictionWriter) and c.path is not None:
                 print(f"Predictions written to {c.path}")
+                if getattr(c, "mask_dir", None) is not None:
+                    print(f"  masks (palette PNGs) in {c.mask_dir}")
         for c in self.trainer.callbacks:
             if isinstance(c, CocoResultsWriter) and c.path is not None:
                 print(f"COCO results written to {c.path}")

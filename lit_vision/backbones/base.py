@@ -22,17 +22,24 @@ class Backbone(nn.Module):
     Attributes:
         name: the registry name it was built from, e.g. ``"tv/resnet50"``.
         channels: channel count of each returned map.
-        reductions: stride of each returned map relative to the input (strictly
-            increasing), e.g. ``[4, 8, 16, 32]``. A map of an ``H x W`` input is about
-            ``H / r`` pixels tall; padding-free stems (AlexNet, Inception) give a bit less.
+        reductions: stride of each returned map relative to the input, e.g.
+            ``[4, 8, 16, 32]``. A map of an ``H x W`` input is about ``H / r`` pixels tall;
+            padding-free stems (AlexNet, Inception) give a bit less. Strictly increasing,
+            except on a dilated backbone (``output_stride`` set), where they are
+            non-decreasing and capped: the stages that would have gone deeper than
+            ``output_stride`` stay at it (``[2, 4, 8, 8, 8]`` for a ResNet at 8), so
+            heads must pick maps by position (``features[-2]``), not by stride.
         out_indices: which of the architecture's stages were selected (non-negative,
             ascending); ``channels``/``reductions`` describe exactly those maps.
+        output_stride: ``None`` for the architecture's natural strides, else the cap
+            (8 or 16) its last stages were dilated to, for dense prediction.
     """
 
     name: str
     channels: list[int]
     reductions: list[int]
     out_indices: tuple[int, ...]
+    output_stride: int | None
 
     def __init__(
         self,
@@ -40,6 +47,7 @@ class Backbone(nn.Module):
         channels: Sequence[int],
         reductions: Sequence[int],
         out_indices: Sequence[int],
+        output_stride: int | None = None,
     ) -> None:
         super().__init__()
         channels, reductions = [int(c) for c in channels], [int(r) for r in reductions]
@@ -48,7 +56,15 @@ class Backbone(nn.Module):
                 f"{name}: channels {channels}, reductions {reductions} and out_indices "
                 f"{list(out_indices)} must be non-empty and of equal length"
             )
-        if any(b <= a for a, b in zip(reductions, reductions[1:])):
+        if output_stride is not None:
+            # Dilated stages keep the stride they are capped at; nothing else may repeat.
+            bad = any(b < a or (b == a and b != output_stride) for a, b in zip(reductions, reductions[1:]))
+            if bad or max(reductions) > output_stride:
+                raise ValueError(
+                    f"{name}: reductions {reductions} are not those of a backbone dilated to "
+                    f"output_stride={output_stride} (non-decreasing, repeats only at {output_stride})"
+                )
+        elif any(b <= a for a, b in zip(reductions, reductions[1:])):
             raise ValueError(
                 f"{name}: reductions {reductions} are not strictly increasing; this architecture "
                 "has several maps at one resolution (e.g. a plain ViT), so select one map per "
@@ -58,6 +74,7 @@ class Backbone(nn.Module):
         self.channels = channels
         self.reductions = reductions
         self.out_indices = tuple(int(i) for i in out_indices)
+        self.output_stride = output_stride
 
     @property
     def num_features(self) -> int:
@@ -68,7 +85,8 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, channels={self.channels}, reductions={self.reductions}"
+        extra = f", output_stride={self.output_stride}" if self.output_stride else ""
+        return f"name={self.name!r}, channels={self.channels}, reductions={self.reductions}{extra}"
 
 
 def resolve_out_indices(out_indices: Sequence[int] | None, num_stages: int, name: str) -> list[int]:

@@ -19,7 +19,14 @@ from typing import Any
 from .base import Backbone
 from .weights import WeightSource
 
-__all__ = ["create_backbone", "list_backbones", "parse_backbone_name", "UnknownBackboneError"]
+__all__ = [
+    "OUTPUT_STRIDES",
+    "UnknownBackboneError",
+    "check_output_stride",
+    "create_backbone",
+    "list_backbones",
+    "parse_backbone_name",
+]
 
 SOURCES = ("tv", "timm")
 _ALIASES = {"torchvision": "tv"}
@@ -123,6 +130,7 @@ def create_backbone(
     name: str,
     pretrained: bool | str | os.PathLike | Mapping[str, Any] = False,
     out_indices: Sequence[int] | None = None,
+    output_stride: int | None = None,
     **kwargs: Any,
 ) -> Backbone:
     """Build a feature-pyramid backbone by name.
@@ -141,6 +149,12 @@ def create_backbone(
         out_indices: stages to return (timm-style, negatives allowed; ``None`` = all, for
             timm its default set, which is every stage of a CNN). Maps always come back
             shallow to deep, whatever the order given.
+        output_stride: ``None`` (or 32) keeps the natural strides; 8 or 16 dilates the last
+            stages instead of striding them, as DeepLab does, so dense heads see finer deep
+            maps with the same weights. ``reductions`` then repeat the cap (``[2, 4, 8, 8, 8]``).
+            Supported by torchvision ResNet/ResNeXt/Wide-ResNet and by timm models that take
+            ``output_stride`` (ResNets, EfficientNets, MobileNets, ConvNeXts, RegNets, ...);
+            others raise ``ValueError``.
         **kwargs: passed to the model constructor (``drop_path_rate``, ``in_chans``,
             ``img_size`` for timm; e.g. ``norm_layer`` or ``transform_input`` for
             torchvision). ``probe_size`` (tv only) sets the shape-probe input side.
@@ -153,12 +167,28 @@ def create_backbone(
         raise TypeError(
             f"create_backbone() sets {sorted(reserved)} itself; use pretrained=True/False/<file>"
         )
+    output_stride = check_output_stride(output_stride)
     source, arch = parse_backbone_name(name)
     weights = _check_pretrained(pretrained)
     if source == "tv":
         from .torchvision_backbone import build_torchvision_backbone
 
-        return build_torchvision_backbone(arch, weights, out_indices, **kwargs)
+        return build_torchvision_backbone(arch, weights, out_indices, output_stride=output_stride, **kwargs)
     from .timm_backbone import build_timm_backbone
 
-    return build_timm_backbone(arch, weights, out_indices, **kwargs)
+    return build_timm_backbone(arch, weights, out_indices, output_stride=output_stride, **kwargs)
+
+
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+def check_output_stride(output_stride: int | None) -> int | None:
+    """Validate ``output_stride``; 32 (the natural stride of the CNNs we dilate) means ``None``."""
+    if output_stride is None:
+        return None
+    if isinstance(output_stride, bool) or output_stride not in OUTPUT_STRIDES:
+        raise ValueError(
+            f"output_stride must be one of {OUTPUT_STRIDES} or None (the backbone's natural "
+            f"stride), got {output_stride!r}"
+        )
+    return None if output_stride == 32 else int(output_stride)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,11 +54,43 @@ class _Family:
     nhwc: Sequence[str] = ()  # nodes that come out channels-last
     unsupported: str = ""
     extra_keys: Sequence[str] = ()  # published checkpoint keys of heads we do not build
+    # Turns the strides of the last stages into dilation for ``output_stride``. Only for
+    # families with explicit ``nodes``: the stride-based node finders would merge the
+    # dilated stages into one (they keep the last map per stride).
+    dilate: Callable[[nn.Module, int], None] | None = None
+
+
+def _dilate_resnet(model: nn.Module, output_stride: int) -> None:
+    """torchvision's ``replace_stride_with_dilation``, applied after construction.
+
+    torchvision refuses dilation for ``BasicBlock`` (resnet18/34), so the same change is
+    made here for every ResNet: in each stage that would go deeper than ``output_stride``
+    the strided convs (3x3 and downsample 1x1) get stride 1 and the 3x3 convs dilation,
+    with the first block keeping the previous dilation as torchvision's ``_make_layer``
+    does. Weights are untouched, so checkpoints still load; the result equals torchvision's
+    own ``replace_stride_with_dilation`` on Bottleneck ResNets (tested).
+    """
+    stride, dilation = 4, 1  # after the stem conv and max-pool
+    for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
+        strided = [m for m in layer[0].modules() if isinstance(m, nn.Conv2d) and m.stride != (1, 1)]
+        step = strided[0].stride[0] if strided else 1
+        previous = dilation
+        if stride * step <= output_stride:
+            stride *= step
+            continue
+        dilation *= step
+        for conv in strided:
+            conv.stride = (1, 1)
+        for i, block in enumerate(layer):
+            d = previous if i == 0 else dilation
+            for conv in block.modules():
+                if isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3):
+                    conv.dilation, conv.padding = (d, d), (d, d)
 
 
 _RESNET = ("relu", "layer1", "layer2", "layer3", "layer4")
 _FAMILIES = (
-    _Family(r"resnet\d+|resnext\d+_\w+|wide_resnet\d+_\d+", nodes=_RESNET),
+    _Family(r"resnet\d+|resnext\d+_\w+|wide_resnet\d+_\d+", nodes=_RESNET, dilate=_dilate_resnet),
     _Family(r"vgg\d+(_bn)?|alexnet|efficientnet_\w+", sequential="features"),
     _Family(
         r"googlenet",
@@ -88,6 +120,7 @@ _FAMILIES = (
     ),
 )
 _GENERIC = _Family(r".*")
+DILATABLE_TV = "resnet*, resnext*, wide_resnet*"  # the families above with ``dilate``
 
 # torchvision's DenseNet checkpoints still use pre-1.0 keys ('norm.1'); its builder renames them.
 _DENSENET_OLD_KEY = re.compile(
@@ -158,8 +191,9 @@ class TorchvisionBackbone(Backbone):
         reductions: Sequence[int],
         out_indices: Sequence[int],
         nhwc: Sequence[bool],
+        output_stride: int | None = None,
     ) -> None:
-        super().__init__(name, channels, reductions, out_indices)
+        super().__init__(name, channels, reductions, out_indices, output_stride)
         self.body = body
         self.nodes = list(nodes)
         self._nhwc = list(nhwc)
@@ -204,13 +238,16 @@ def build_torchvision_backbone(
     pretrained: bool | WeightSource = False,
     out_indices: Sequence[int] | None = None,
     *,
+    output_stride: int | None = None,
     probe_size: int = 224,
     **kwargs: Any,
 ) -> TorchvisionBackbone:
     """Build ``tv/<arch>``. ``pretrained=True`` downloads torchvision's ``DEFAULT`` weights.
 
-    ``probe_size`` is the side of the shape-only (meta) input used to measure each node's
-    stride; raise it for models that need larger inputs. Other kwargs go to torchvision.
+    ``output_stride`` (8 or 16) dilates the last stages of families that support it (the
+    ResNets); the probe then measures the capped strides. ``probe_size`` is the side of
+    the shape-only (meta) input used to measure each node's stride; raise it for models
+    that need larger inputs. Other kwargs go to torchvision.
     """
     import torchvision.models as tvm
     from torchvision.models.feature_extraction import create_feature_extractor
@@ -218,11 +255,21 @@ def build_torchvision_backbone(
     fam = _family(arch)
     if fam.unsupported:
         raise ValueError(f"tv/{arch} is not supported as a backbone: {fam.unsupported}")
+    if "replace_stride_with_dilation" in kwargs:
+        raise TypeError(f"tv/{arch}: use create_backbone(..., output_stride=8|16) to dilate")
+    if output_stride is not None and fam.dilate is None:
+        raise ValueError(
+            f"tv/{arch} cannot be dilated to output_stride={output_stride}: among torchvision "
+            f"models only {DILATABLE_TV} support it; timm CNNs (timm/resnet*, timm/efficientnet_*, "
+            "timm/convnext_*, timm/mobilenetv3_*, timm/regnet*, ...) do too"
+        )
     kwargs = {**_default_kwargs(arch, pretrained), **kwargs}
     weights = "DEFAULT" if pretrained is True else None
     model = tvm.get_model(arch, weights=weights, **kwargs)
     if pretrained is True and getattr(model, "AuxLogits", None) is not None:
         model.aux_logits, model.AuxLogits = False, None  # inception: torchvision keeps it
+    if output_stride is not None:
+        fam.dilate(model, output_stride)
     g = probe_graph(model, probe_size)
     nodes = stage_nodes(arch, g)
     shapes = [g.shapes[g.index(n)] for n in nodes]
@@ -238,4 +285,5 @@ def build_torchvision_backbone(
     return TorchvisionBackbone(
         name, body, nodes,
         [channels[i] for i in idx], [reductions[i] for i in idx], idx, [nhwc[i] for i in idx],
+        output_stride=output_stride,
     )

@@ -2,8 +2,9 @@
 
 from lit_vision.callbacks.coco_results_writer import CocoResultsWriter
 from lit_vision.callbacks.ema import EMA
+from lit_vision.callbacks.mask_writer import SegmentationMaskWriter
 from lit_vision.callbacks.mixup import MixupCutmix
 from lit_vision.callbacks.prediction_writer import JsonlPredictionWriter
 from lit_vision.callbacks.warmup import LRWarmup
 
-__all__ = ["EMA", "CocoResultsWriter", "JsonlPredictionWriter", "LRWarmup", "MixupCutmix"]
+__all__ = ["EMA", "CocoResultsWriter", "JsonlPredictionWriter", "LRWarmup", "MixupCutmix", "SegmentationMaskWriter"]

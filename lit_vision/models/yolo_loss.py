@@ -85,7 +85,8 @@ class TaskAlignedAssigner(nn.Module):
         align = class_scores.pow(self.alpha) * ious.pow(self.beta) * candidates
 
         k = min(self.top_k, a)
-        top = align.topk(k, dim=-1).indices
+        # Candidates rank above every non-candidate even when their alignment underflows to 0.
+        top = torch.where(candidates, align, -1.0).topk(k, dim=-1).indices
         positive = torch.zeros_like(candidates).scatter_(-1, top, True) & candidates  # [B, M, A]
         # A point claimed by several boxes keeps the one it overlaps most.
         multi = positive.sum(1, keepdim=True) > 1

@@ -27,7 +27,7 @@ def _distributed() -> bool:
 
 
 class ObjectDetector(VisionTask):
-    """Object detection (Faster R-CNN, RetinaNet, FCOS from torchvision) on any registry backbone.
+    """Object detection (Faster R-CNN, RetinaNet, FCOS from torchvision; our YOLO) on any registry backbone.
 
     Labels are ``0..K-1`` throughout (the model wrapper handles Faster R-CNN's background class).
     ``num_classes`` / ``class_names`` come from the DataModule through the CLI's argument links; the class
@@ -37,7 +37,7 @@ class ObjectDetector(VisionTask):
     :meth:`to_coco_results` (what gets evaluated), :meth:`parameter_groups` (optimizer groups).
 
     Args:
-        architecture: ``"faster_rcnn"``, ``"retinanet"`` or ``"fcos"``.
+        architecture: ``"faster_rcnn"``, ``"retinanet"``, ``"fcos"`` or ``"yolo"``.
         backbone: registry name, e.g. ``"tv/resnet50"``.
         num_classes, class_names: normally linked from the data; ``num_classes`` may be derived from names.
         pretrained, backbone_kwargs: see :func:`~lit_vision.backbones.create_backbone`.
@@ -45,8 +45,11 @@ class ObjectDetector(VisionTask):
             scales_per_octave, focal_alpha, focal_gamma, score_thresh, nms_thresh, detections_per_img:
             see :func:`~lit_vision.models.detectors.build_detector`. Link ``image_size`` from the
             DataModule so the detector does not resize a second time.
-        detector_kwargs: further arguments of the torchvision constructor (e.g. Faster R-CNN's
-            ``rpn_post_nms_top_n_train`` or ``box_batch_size_per_image``).
+        detector_kwargs: further arguments of the detector's constructor (torchvision's, e.g. Faster R-CNN's
+            ``rpn_post_nms_top_n_train``; YOLO's ``neck_depth``, ``reg_max``, loss gains, assigner ``top_k``/
+            ``alpha``/``beta``).
+        per_class_ap: also log AP@[.5:.95] per category as ``<stage>/ap/<class name>`` (``nan`` - not
+            logged - for categories without ground truth in the split).
         optimizer, lr_scheduler, lr_scheduler_interval, no_weight_decay_norm_bias: see
             :class:`~lit_vision.tasks.base.VisionTask`.
     """
@@ -75,6 +78,7 @@ class ObjectDetector(VisionTask):
         nms_thresh: float = 0.5,
         detections_per_img: int = 100,
         detector_kwargs: dict[str, Any] | None = None,
+        per_class_ap: bool = False,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
@@ -179,8 +183,11 @@ class ObjectDetector(VisionTask):
         stats: list[Any] = [None]
         if not _distributed() or dist.get_rank() == 0:
             # evaluate_coco's loadRes adds keys (area, id, segmentation) to the dicts it is given: pass copies.
-            full = evaluate_coco(self._gt_cache, [{**r, "bbox": list(r["bbox"])} for r in results])
-            stats = [{k: float(v) for k, v in full.items() if k != "per_class"}]
+            full = evaluate_coco(self._gt_cache, [{**r, "bbox": list(r["bbox"])} for r in results],
+                                 per_class=self.hparams.per_class_ap)
+            scalars = {k: float(v) for k, v in full.items() if k != "per_class"}
+            scalars |= {f"ap/{name}": float(v) for name, v in full.get("per_class", {}).items() if v == v}
+            stats = [scalars]
             self.last_coco_results = results
         if _distributed():
             dist.broadcast_object_list(stats, src=0)

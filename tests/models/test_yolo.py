@@ -192,3 +192,12 @@ def test_classification_bias_prior() -> None:
     model = _yolo()
     for cls, stride in zip(model.head.cls, (8, 16, 32)):
         assert torch.allclose(cls[-1].bias, torch.full((3,), math.log(5 / 3 / (64 / stride) ** 2)))
+
+
+def test_candidates_outrank_outside_points_even_when_their_alignment_is_zero() -> None:
+    points = torch.tensor([[50.0 + i, 50.0] for i in range(12)] + [[5.0, 5.0], [10.0, 10.0]])  # last two inside
+    pred = torch.tensor([[[200.0, 200.0, 210.0, 210.0]] * 14])  # no overlap with the box anywhere
+    _, _, _, fg = TaskAlignedAssigner(top_k=10)(torch.full((1, 14, 1), 0.5), pred, points,
+                                                torch.tensor([[[0.0, 0.0, 20.0, 20.0]]]), torch.tensor([[0]]),
+                                                torch.tensor([[True]]))
+    assert fg[0].nonzero().flatten().tolist() == [12, 13]

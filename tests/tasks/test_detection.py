@@ -234,3 +234,14 @@ def test_ddp_ranks_log_identical_metrics_over_all_images(shapes: dict[str, Path]
     independent = evaluate_coco(gt, r0["results"])
     for name in ("map", "map_50", "mar_100"):
         assert r0["metrics"][f"val/{name}"] == pytest.approx(independent[name], abs=1e-6)
+
+
+def test_per_class_ap_is_logged_when_asked(shapes: dict[str, Path]) -> None:
+    dm = datamodule(shapes["coco_train_json"], shapes["coco_train_images"])
+    model = detector("fcos", dm, per_class_ap=True)
+    fit(model, dm, steps=10)
+    metrics = validate(model, dm)
+    reference = evaluate_coco(dm.ground_truth("val"), model.last_coco_results, per_class=True)["per_class"]
+    assert reference and set(reference) <= set(dm.class_names)
+    for name, ap in reference.items():
+        assert metrics[f"val/ap/{name}"] == pytest.approx(ap, abs=1e-6)
