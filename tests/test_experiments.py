@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from lit_vision.backbones import Backbone
 from lit_vision.cli import run_cli
@@ -90,3 +91,76 @@ def test_detection_recipe_instantiates(recipe: Path, tmp_path: Path, monkeypatch
     assert cli.model.num_classes == cli.datamodule.num_classes  # linked from the data
     assert cli.model.class_names == cli.datamodule.class_names
     assert cli.trainer.checkpoint_callback.monitor.startswith("val/map")
+
+
+SEGMENTATION = sorted((EXPERIMENTS / "segmentation").glob("*.yaml"))
+
+
+def test_the_segmentation_recipes_cover_the_segmenters() -> None:
+    names = {p.stem for p in SEGMENTATION}
+    assert {"quickstart", "fcn_r50_voc", "deeplabv3_r50_voc"} <= names
+    for prefix in ("deeplabv3plus_", "unet_"):
+        assert any(n.startswith(prefix) for n in names), prefix
+    assert any("coco" in n for n in names)
+
+
+def coco_with_every_voc_category(tmp_path: Path) -> tuple[Path, Path]:
+    """The minicoco fixture with the COCO names of all 20 VOC classes in its category list (real COCO has them)."""
+    import json
+
+    from lit_vision.data.coco_segmentation import COCO_VOC_CATEGORIES
+
+    out = []
+    for split in ("train", "val"):
+        data = json.loads((FIXTURES / "minicoco" / f"{split}.json").read_text())
+        have = {c["name"] for c in data["categories"]}
+        next_id = max(c["id"] for c in data["categories"]) + 1
+        for k, name in enumerate(sorted(set(COCO_VOC_CATEGORIES) - have)):
+            data["categories"].append({"id": next_id + k, "name": name, "supercategory": "none"})
+        path = tmp_path / f"{split}.json"
+        path.write_text(json.dumps(data))
+        out.append(path)
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("recipe", SEGMENTATION, ids=lambda p: p.stem)
+def test_segmentation_recipe_instantiates(recipe: Path, tmp_path: Path, monkeypatch) -> None:
+    from lit_vision.tasks import SemanticSegmenter
+
+    monkeypatch.chdir(tmp_path)
+    text = recipe.read_text()
+    args = ["--config", str(recipe), "--data.num_workers", "0"]
+    if "pretrained: true" in text:
+        args += ["--model.pretrained", "false"]
+    if "COCOSegmentationDataModule" in text:
+        train, val = coco_with_every_voc_category(tmp_path)
+        images = str(FIXTURES / "minicoco" / "images")
+        args += ["--data.train_images", images, "--data.train_annotations", str(train),
+                 "--data.val_images", images, "--data.val_annotations", str(val)]
+    elif "VOCSegmentationDataModule" in text:
+        args += ["--data.root", str(FIXTURES / "voc" / "VOC2012")]
+    else:
+        args += ["--data.num_train", "4", "--data.num_val", "2"]
+    cli = run_cli(args, run=False)
+    assert isinstance(cli.model, SemanticSegmenter)
+    assert f"architecture: {cli.model.hparams.architecture}" in text
+    assert cli.model.class_names == cli.datamodule.class_names and cli.model.class_names[0] == "background"
+    assert cli.trainer.checkpoint_callback.monitor == "val/miou"
+    if "_voc" in recipe.stem:
+        assert cli.model.num_classes == 21  # background + the 20 VOC classes (COCO-as-VOC included)
+
+
+def test_deeplabv3_recipe_matches_torchvisions_reference(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    recipe = EXPERIMENTS / "segmentation" / "deeplabv3_r50_voc.yaml"
+    cli = run_cli(["--config", str(recipe), "--data.root", str(FIXTURES / "voc" / "VOC2012"),
+                   "--model.pretrained", "false"], run=False)
+    hp, dm = cli.model.hparams, cli.datamodule
+    assert hp.aux_loss and hp.aux_weight == 0.5 and hp.output_stride == 8
+    assert dm.hparams.batch_size == 4 and dm.hparams.crop_size == 480 and dm.hparams.image_size == 520
+    opt = cli.model.optimizer_factory(cli.model.parameter_groups())
+    assert type(opt).__name__ == "SGD" and opt.defaults["lr"] == 0.02 and opt.defaults["momentum"] == 0.9
+    sched = cli.model.lr_scheduler_factory(opt)
+    assert type(sched).__name__ == "PolynomialLR" and sched.power == 0.9
+    assert cli.model.lr_scheduler_interval == "step" and cli.trainer.max_epochs == 30
+    assert "aux" in cli.model.model(torch.zeros(1, 3, 65, 65))

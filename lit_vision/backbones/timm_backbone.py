@@ -26,10 +26,10 @@ _FEATURE_ONLY_KWARGS = ("out_indices", "feature_cls", "feature_cfg", "flatten_se
 class TimmBackbone(Backbone):
     """Wraps a timm ``features_only`` model; maps come back NCHW, shallow to deep."""
 
-    def __init__(self, name: str, model: nn.Module) -> None:
+    def __init__(self, name: str, model: nn.Module, output_stride: int | None = None) -> None:
         info = model.feature_info
         idx = [i % len(info.info) for i in info.out_indices]
-        super().__init__(name, info.channels(), info.reduction(), idx)
+        super().__init__(name, info.channels(), info.reduction(), idx, output_stride)
         self.model = model
         # A few timm families (e.g. Swin) emit channels-last features.
         fmt = getattr(model, "output_fmt", "NCHW")
@@ -80,16 +80,48 @@ def build_timm_backbone(
     arch: str,
     pretrained: bool | WeightSource = False,
     out_indices: Sequence[int] | None = None,
+    *,
+    output_stride: int | None = None,
     **kwargs: Any,
 ) -> TimmBackbone:
     """Build ``timm/<arch>``. ``pretrained=True`` is timm's own (Hugging Face Hub) download.
 
     ``out_indices=None`` keeps timm's default stages (every stage for CNNs).
+    ``output_stride`` is timm's own (dilation in the models that implement it); models
+    that do not (VGG, DenseNet, ViTs, ...) raise ``ValueError`` rather than timm's bare
+    ``AssertionError``/``TypeError``.
     """
-    import timm
-
     name = f"timm/{arch}"
     kwargs = dict(kwargs)
+    if output_stride is None:
+        return _build(name, arch, pretrained, out_indices, kwargs)
+    kwargs["output_stride"] = output_stride
+    try:  # a model that silently ignores it fails Backbone's check of the capped reductions
+        return _build(name, arch, pretrained, out_indices, kwargs, output_stride)
+    except (AssertionError, TypeError, NotImplementedError, ValueError) as err:
+        if isinstance(err, (TypeError, ValueError)) and "output_stride" not in str(err):
+            raise  # an unrelated bad argument
+        raise ValueError(_unsupported(name, output_stride, err)) from err
+
+
+def _unsupported(name: str, output_stride: int, why: object) -> str:
+    return (
+        f"{name} cannot be dilated to output_stride={output_stride} (timm: {str(why) or type(why).__name__}); "
+        "timm CNNs such as timm/resnet*, timm/efficientnet_*, timm/convnext_*, timm/mobilenetv3_*, "
+        "timm/regnet* support it, and tv/resnet*, tv/resnext*, tv/wide_resnet*"
+    )
+
+
+def _build(
+    name: str,
+    arch: str,
+    pretrained: bool | WeightSource,
+    out_indices: Sequence[int] | None,
+    kwargs: dict[str, Any],
+    output_stride: int | None = None,
+) -> TimmBackbone:
+    import timm
+
     if out_indices is not None:
         probe = _meta_model(arch, features_only=True, **kwargs)
         n = len(probe.feature_info.info)
@@ -107,4 +139,4 @@ def build_timm_backbone(
             arch, features_only=True, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
         )
         _forget_state_dict(model)
-    return TimmBackbone(name, model)
+    return TimmBackbone(name, model, output_stride)

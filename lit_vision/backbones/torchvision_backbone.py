@@ -25,6 +25,8 @@ Stage tables (return nodes as ``create_feature_extractor`` names them -> reducti
     anything else                     :func:`~._fx_probe.generic_stage_nodes`           -> probed
 
 GoogLeNet / Inception-v3 are built without aux heads; see :func:`_default_kwargs`.
+``output_stride=8|16`` dilates the ResNet families (:func:`_dilate_resnet`): the same five
+nodes come back, with reductions capped (``2 4 8 16 16`` / ``2 4 8 8 8``).
 Spatial size is ``ceil(H / r)`` except for padding-free stems: AlexNet at 64 px gives
 15, 7, 3, 1 and Inception-v3 at 160 px gives 77, 36, 17, 8, 3 (it needs >= 75 px).
 """

@@ -27,3 +27,36 @@ __all__ = [
     "write_digits",
     "write_shapes",
 ]
+
+# Semantic segmentation (issue 4).
+from lit_vision.data.coco_segmentation import COCO_VOC_CATEGORIES, COCOSegmentationDataModule  # noqa: E402
+from lit_vision.data.segmentation import (  # noqa: E402
+    SHAPES_SEGMENTATION_CLASSES,
+    VOC_SEGMENTATION_CLASSES,
+    SegmentationImagesDataModule,
+    ShapesSegmentationDataModule,
+    VOCSegmentationDataModule,
+)
+from lit_vision.data.segmentation_base import SegmentationDataModule, SegmentationDataset  # noqa: E402
+from lit_vision.data.segmentation_transforms import (  # noqa: E402
+    restore_size,
+    segmentation_collate,
+    segmentation_eval_transforms,
+    segmentation_train_transforms,
+)
+
+__all__ += [
+    "COCO_VOC_CATEGORIES",
+    "COCOSegmentationDataModule",
+    "SHAPES_SEGMENTATION_CLASSES",
+    "SegmentationDataModule",
+    "SegmentationDataset",
+    "SegmentationImagesDataModule",
+    "ShapesSegmentationDataModule",
+    "VOCSegmentationDataModule",
+    "VOC_SEGMENTATION_CLASSES",
+    "restore_size",
+    "segmentation_collate",
+    "segmentation_eval_transforms",
+    "segmentation_train_transforms",
+]

@@ -98,7 +98,7 @@ class VOCSegmentationDataModule(SegmentationDataModule):
         predict_paths: str | list[str] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["class_names"])  # the model holds them (the CLI links them)
         self._set_class_names(class_names if class_names is not None else VOC_SEGMENTATION_CLASSES)
         for split, name in {"train": train_split, "val": val_split, "test": test_split}.items():
             if name is None:
@@ -141,6 +141,7 @@ class ShapesSegmentationDataModule(VOCSegmentationDataModule):
             cache_images=cache_images,
             **kwargs,
         )
+        self.hparams["image_size"] = image_size  # the resolved size, whichever frame Lightning read last
 
 
 class SegmentationImagesDataModule(SegmentationDataModule):

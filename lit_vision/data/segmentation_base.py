@@ -70,7 +70,7 @@ def check_mask(mask: np.ndarray, where: str, image_size: tuple[int, int], num_cl
         raise DataError(f"mask {where} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {image} is "
                         f"{image_size[1]}x{image_size[0]}")
     counts = np.bincount(mask.ravel(), minlength=256)
-    bad = [v for v in np.flatnonzero(counts[num_classes:]) + num_classes if v != IGNORE_INDEX]
+    bad = [int(v) for v in np.flatnonzero(counts[num_classes:]) + num_classes if v != IGNORE_INDEX]
     if bad:
         raise DataError(f"mask {where} holds class indices {bad[:10]} outside 0..{num_classes - 1} "
                         f"({num_classes} classes; {IGNORE_INDEX} = ignore)")

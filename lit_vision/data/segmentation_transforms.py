@@ -34,6 +34,7 @@ from lit_vision.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 IGNORE_INDEX = 255
 NEAREST = F.InterpolationMode.NEAREST_EXACT
+TransformOutput = tuple[torch.Tensor, torch.Tensor | None, tuple[int, int]]
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -85,13 +86,14 @@ class SegmentationTransform:
         self.jitter = (v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter)
                        if color_jitter > 0 else None)
 
-    def __call__(self, image: Any, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None,
-                                                                               tuple[int, int]]:
+    def __call__(self, image: Any, mask: torch.Tensor | None = None) -> TransformOutput:
+        """Returns ``(float image [3, ch, cw], uint8 mask [ch, cw] or None, content_size (h2, w2))``."""
         image = image if isinstance(image, tv_tensors.Image) else F.to_image(image)
         if mask is not None:
             mask = tv_tensors.Mask(torch.as_tensor(mask, dtype=torch.uint8))
             if mask.shape[-2:] != image.shape[-2:]:
-                raise ValueError(f"mask size {tuple(mask.shape[-2:])} differs from image size {tuple(image.shape[-2:])}")
+                raise ValueError(f"mask size {tuple(mask.shape[-2:])} differs from image size "
+                                 f"{tuple(image.shape[-2:])}")
         h, w = image.shape[-2:]
         factor = float(torch.empty(1).uniform_(*self.scale_range)) if self.scale_range is not None else 1.0
         ratio = self.base_size * factor / max(h, w)

@@ -348,7 +348,7 @@ class VOCDetectionDataModule(DetectionDataModule):
         predict_paths: str | list[str] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["class_names"])  # the model holds them (the CLI links them)
         names = list(class_names) if class_names is not None else list(VOC_CLASSES)
         splits = {"train": train_split, "val": val_split, "test": test_split}
         for split, name in splits.items():

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from lit_vision.models.segmenters import build_segmenter
 from lit_vision.evaluation.segmentation import metrics_from_confusion, segmentation_confusion_matrix
 from lit_vision.tasks.base import VisionTask, resolve_classes
 
@@ -130,8 +131,6 @@ class SemanticSegmenter(VisionTask):
 
     # ------------------------------------------------------------------ extension points
     def build_model(self) -> nn.Module:
-        from lit_vision.models.segmenters import build_segmenter
-
         hp = self.hparams
         return build_segmenter(hp.architecture, hp.backbone, self.num_classes, pretrained=hp.pretrained,
                                backbone_kwargs=hp.backbone_kwargs, output_stride=hp.output_stride,
