@@ -129,3 +129,23 @@ def resolve_image_paths(paths: str | Sequence[str]) -> list[str]:
         else:
             raise DataError(f"predict path {path} does not exist")
     return found
+
+
+def checkpoint_class_names(module: str, class_names: list[str] | None) -> list[str]:
+    """The class names a predict-only DataModule needs; ``lit-vision predict --ckpt_path`` fills them."""
+    if class_names is None:
+        raise DataError(f"{module} needs class_names: give --ckpt_path (lit-vision then takes them from the "
+                        "checkpoint) or --data.class_names")
+    return [str(c) for c in class_names]
+
+
+def predict_only_paths(module: str, stage: str | None, predict_paths: str | list[str], verify: bool | None,
+                       alternatives: str) -> list[str]:
+    """Image paths of a predict-only DataModule's ``setup``: refuses any other stage, verifies the images."""
+    if stage != "predict":
+        raise DataError(f"{module} only predicts (it has no labels), so it cannot {stage or 'fit'}: use "
+                        f"{alternatives} for fit/validate/test")
+    paths = resolve_image_paths(predict_paths)
+    if should_verify(verify, len(paths)):
+        verify_images(paths, "predict_paths")
+    return list(paths)

@@ -10,10 +10,10 @@ checkpoint), so this DataModule takes them as ``class_names`` and the CLI fills 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from lit_vision.data.base import SplitDataModule
-from lit_vision.data.checks import DataError, resolve_image_paths, should_verify, verify_images
+from lit_vision.data.checks import checkpoint_class_names, predict_only_paths
 from lit_vision.data.detection_base import ImagePathsDataset
 from lit_vision.data.detection_transforms import detection_collate, detection_eval_transforms
 
@@ -51,12 +51,7 @@ class DetectionImagesDataModule(SplitDataModule):
         super().__init__()
         # class_names belongs to the model's hyper-parameters (linked by the CLI), as for ImageFolderDataModule.
         self.save_hyperparameters(ignore=["class_names"])
-        if class_names is None:
-            raise DataError(
-                "DetectionImagesDataModule needs class_names: give --ckpt_path (lit-vision then takes them from "
-                "the checkpoint) or --data.class_names"
-            )
-        self._class_names = [str(c) for c in class_names]
+        self._class_names = checkpoint_class_names(type(self).__name__, class_names)
 
     @property
     def class_names(self) -> list[str]:
@@ -70,14 +65,7 @@ class DetectionImagesDataModule(SplitDataModule):
         return detection_eval_transforms(self.hparams.image_size, self.hparams.letterbox)
 
     def setup(self, stage: str | None = None) -> None:
-        if stage != "predict":
-            raise DataError(
-                f"DetectionImagesDataModule only predicts (it has no annotations), so it cannot {stage or 'fit'}: "
-                "use COCODetectionDataModule or VOCDetectionDataModule for fit/validate/test"
-            )
-        if "predict" in self.datasets:
-            return
-        paths: Sequence[str] = resolve_image_paths(self.hparams.predict_paths)
-        if should_verify(self.hparams.verify_images, len(paths)):
-            verify_images(paths, "predict_paths")
-        self.datasets["predict"] = ImagePathsDataset(list(paths), self.eval_transform())
+        paths = predict_only_paths(type(self).__name__, stage, self.hparams.predict_paths, self.hparams.verify_images,
+                                   "COCODetectionDataModule or VOCDetectionDataModule")
+        if "predict" not in self.datasets:
+            self.datasets["predict"] = ImagePathsDataset(paths, self.eval_transform())

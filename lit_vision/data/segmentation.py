@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from lit_vision.data.checks import DataError, resolve_image_paths, should_verify, verify_images
+from lit_vision.data.checks import DataError, checkpoint_class_names, predict_only_paths
 from lit_vision.data.segmentation_base import SegmentationDataModule, SegmentationDataset
 from lit_vision.data.segmentation_transforms import SegmentationTransform
 from lit_vision.data.shapes import SHAPES_CLASSES, shapes_paths, write_shapes
@@ -180,23 +180,11 @@ class SegmentationImagesDataModule(SegmentationDataModule):
         super().__init__()
         # class_names belongs to the model's hyper-parameters (linked by the CLI), as for DetectionImagesDataModule.
         self.save_hyperparameters(ignore=["class_names"])
-        if class_names is None:
-            raise DataError(
-                "SegmentationImagesDataModule needs class_names: give --ckpt_path (lit-vision then takes them from "
-                "the checkpoint) or --data.class_names"
-            )
-        self._set_class_names(class_names)
+        self._set_class_names(checkpoint_class_names(type(self).__name__, class_names))
 
     def setup(self, stage: str | None = None) -> None:
-        if stage != "predict":
-            raise DataError(
-                f"SegmentationImagesDataModule only predicts (it has no masks), so it cannot {stage or 'fit'}: "
-                "use VOCSegmentationDataModule or COCOSegmentationDataModule for fit/validate/test"
-            )
-        if "predict" in self.datasets:
-            return
-        paths = resolve_image_paths(self.hparams.predict_paths)
-        if should_verify(self.hparams.verify_images, len(paths)):
-            verify_images(paths, "predict_paths")
-        self.datasets["predict"] = SegmentationDataset(paths, None, self.num_classes, self.eval_transform(),
-                                                       "predict_paths")
+        paths = predict_only_paths(type(self).__name__, stage, self.hparams.predict_paths, self.hparams.verify_images,
+                                   "VOCSegmentationDataModule or COCOSegmentationDataModule")
+        if "predict" not in self.datasets:
+            self.datasets["predict"] = SegmentationDataset(paths, None, self.num_classes, self.eval_transform(),
+                                                           "predict_paths")
