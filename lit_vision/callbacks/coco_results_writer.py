@@ -23,9 +23,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_warn
 
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+from lit_vision import distributed
 
 
 def sidecar_path(results_path: Path) -> Path:
@@ -84,11 +82,11 @@ class CocoResultsWriter(BasePredictionWriter):
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         rows = self._rows
-        if _distributed():
+        if distributed.is_distributed():
             gathered: list[Any] = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, rows)
             rows = [r for part in gathered for r in part]
-        if not _distributed() or dist.get_rank() == 0:
+        if not distributed.is_distributed() or dist.get_rank() == 0:
             self._write(rows, getattr(trainer.datamodule, "label_to_category_id", None))
         self._rows = []
 

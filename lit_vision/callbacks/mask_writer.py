@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from lightning.pytorch import LightningModule, Trainer
 from PIL import Image
 
 from lit_vision.callbacks.prediction_writer import JsonlPredictionWriter
+from lit_vision.data.segmentation_transforms import pil_mask
 
 
 class SegmentationMaskWriter(JsonlPredictionWriter):
@@ -66,8 +68,7 @@ class SegmentationMaskWriter(JsonlPredictionWriter):
             mask = np.asarray(row["mask"])
             target = self._mask_path(row.get("path"), int(index))
             if mask.max(initial=0) < 256:
-                image = Image.fromarray(mask.astype(np.uint8), mode="P")
-                image.putpalette(self._palette)
+                image = pil_mask(torch.from_numpy(mask), self._palette)
             else:
                 image = Image.fromarray(mask.astype(np.uint16))
             image.save(target)

@@ -9,6 +9,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from lit_vision.data.checks import DataError
+
 
 class SplitDataModule(LightningDataModule):
     """Serves ``self.datasets[split]`` (filled by the subclass's ``setup``) for train/val/test/predict.
@@ -22,6 +24,15 @@ class SplitDataModule(LightningDataModule):
     def __init__(self) -> None:
         super().__init__()
         self.datasets: dict[str, Dataset] = {}
+        self.sources: dict[str, Any] = {}  # split -> checked, untransformed dataset (annotation-backed modules)
+
+    def _split_source(self, split: str) -> Any:
+        """The checked source of ``split``; ``test`` falls back to ``val`` when no test data was configured."""
+        if split == "test" and "test" not in self.sources:
+            split = "val"
+        if split not in self.sources:
+            raise DataError(f"no {split} data was configured")
+        return self.sources[split]
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         hp = self.hparams

@@ -20,7 +20,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from lit_vision.data.base import SplitDataModule
-from lit_vision.data.checks import DataError, load_rgb, resolve_image_paths, should_verify, verify_images
+from lit_vision.data.checks import load_rgb, resolve_image_paths, should_verify, verify_images
 from lit_vision.data.detection_transforms import (
     detection_collate,
     detection_eval_transforms,
@@ -96,10 +96,7 @@ class DetectionDataModule(SplitDataModule):
     """Base of :class:`COCODetectionDataModule` and :class:`VOCDetectionDataModule` (see their arguments)."""
 
     collate_fn = staticmethod(detection_collate)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sources: dict[str, DetectionSource] = {}
+    sources: dict[str, DetectionSource]  # filled by the subclass's __init__ (SplitDataModule starts it empty)
 
     # ------------------------------------------------------------------ classes and ground truth
     @property
@@ -117,13 +114,6 @@ class DetectionDataModule(SplitDataModule):
     @property
     def category_id_to_label(self) -> dict[int, int]:
         return self.sources["train"].category_id_to_label
-
-    def _split_source(self, split: str) -> Any:
-        if split == "test" and "test" not in self.sources:
-            split = "val"
-        if split not in self.sources:
-            raise DataError(f"no {split} data was configured")
-        return self.sources[split]
 
     def ground_truth(self, split: str = "val") -> dict[str, Any]:
         """COCO-format ground truth of ``split`` for the evaluator (test falls back to val), crowd kept."""

@@ -210,10 +210,10 @@ class SegmentationDataModule(SplitDataModule):
 
     collate_fn = staticmethod(segmentation_collate)
     ignore_index: int = IGNORE_INDEX
+    sources: dict[str, SegmentationDataset]  # filled by the subclass's __init__ (SplitDataModule starts it empty)
 
     def __init__(self) -> None:
         super().__init__()
-        self.sources: dict[str, SegmentationDataset] = {}
         self._class_names: list[str] = []
 
     def _set_class_names(self, class_names: Sequence[str]) -> None:
@@ -244,13 +244,6 @@ class SegmentationDataModule(SplitDataModule):
 
     def eval_transform(self) -> SegmentationTransform:
         return segmentation_eval_transforms(self.hparams.image_size)
-
-    def _split_source(self, split: str) -> SegmentationDataset:
-        if split == "test" and "test" not in self.sources:
-            split = "val"
-        if split not in self.sources:
-            raise DataError(f"no {split} data was configured")
-        return self.sources[split]
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams

@@ -16,14 +16,11 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from lit_vision import distributed
 from lit_vision.data.detection_transforms import boxes_to_original
 from lit_vision.evaluation.coco import evaluate_coco
 from lit_vision.models.detectors import Architecture, build_detector
 from lit_vision.tasks.base import VisionTask, resolve_classes
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class ObjectDetector(VisionTask):
@@ -173,7 +170,7 @@ class ObjectDetector(VisionTask):
         if self._gt_cache is None:
             return
         merged = dict(self._results)
-        if _distributed():
+        if distributed.is_distributed():
             gathered: list[Any] = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, self._results)
             merged = {}
@@ -181,7 +178,7 @@ class ObjectDetector(VisionTask):
                 merged.update(part)
         results = [r for rows in merged.values() for r in rows]
         stats: list[Any] = [None]
-        if not _distributed() or dist.get_rank() == 0:
+        if not distributed.is_distributed() or dist.get_rank() == 0:
             # evaluate_coco's loadRes adds keys (area, id, segmentation) to the dicts it is given: pass copies.
             full = evaluate_coco(self._gt_cache, [{**r, "bbox": list(r["bbox"])} for r in results],
                                  per_class=self.hparams.per_class_ap)
@@ -189,7 +186,7 @@ class ObjectDetector(VisionTask):
             scalars |= {f"ap/{name}": float(v) for name, v in full.get("per_class", {}).items() if v == v}
             stats = [scalars]
             self.last_coco_results = results
-        if _distributed():
+        if distributed.is_distributed():
             dist.broadcast_object_list(stats, src=0)
         for name, value in stats[0].items():
             self.log(f"{stage}/{name}", value, sync_dist=False, prog_bar=name in ("map", "map_50"))

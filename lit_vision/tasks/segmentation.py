@@ -21,6 +21,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lit_vision.models.segmenters import build_segmenter
+from lit_vision.data.segmentation_transforms import restore_size
 from lit_vision.evaluation.segmentation import metrics_from_confusion, segmentation_confusion_matrix
 from lit_vision.tasks.base import VisionTask, resolve_classes
 
@@ -209,10 +210,8 @@ class SemanticSegmenter(VisionTask):
         logits = self.infer(batch["image"])
         out = []
         for i, meta in enumerate(batch["meta"]):
-            h2, w2 = meta["content_size"]
-            item = logits[i:i + 1, :, :h2, :w2].float()
-            item = F.interpolate(item, size=tuple(meta["orig_size"]), mode="bilinear", align_corners=False)
-            mask = item.argmax(1)[0].to(torch.uint8 if self.num_classes <= 256 else torch.int32).cpu()
+            item = restore_size(logits[i].float(), meta)  # crop the padding, bilinear back to the original size
+            mask = item.argmax(0).to(torch.uint8 if self.num_classes <= 256 else torch.int32).cpu()
             counts = torch.bincount(mask.flatten().long(), minlength=self.num_classes)
             present = [int(c) for c in counts.argsort(descending=True) if counts[c] > 0]
             out.append({"path": batch["path"][i], "mask": mask,

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import lit_vision.callbacks.coco_results_writer as crw
+from lit_vision import distributed
 from lit_vision.callbacks import CocoResultsWriter
 
 
@@ -72,7 +73,7 @@ def test_ranks_are_gathered_in_dataset_order_and_padding_duplicates_dropped(tmp_
     """Rank 0 of two: the other rank's rows arrive by all_gather_object; the sampler repeated index 0 there."""
     mine = [((0, 0), row(-1, "p0.png", [[0.0, 0.0, 1.0, 1.0]], [0], [0.9])), ((0, 2), row(-1, "p2.png", [], [], []))]
     other = [((0, 1), row(-1, "p1.png", [[0.0, 0.0, 2.0, 2.0]], [1], [0.7])), mine[0]]  # index 0 again: padding
-    monkeypatch.setattr(crw, "_distributed", lambda: True)
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
     monkeypatch.setattr(crw.dist, "get_world_size", lambda: 2)
     monkeypatch.setattr(crw.dist, "get_rank", lambda: 0)
     monkeypatch.setattr(crw.dist, "all_gather_object", lambda out, obj: out.__setitem__(slice(None), [obj, other]))
@@ -90,7 +91,7 @@ def test_ranks_are_gathered_in_dataset_order_and_padding_duplicates_dropped(tmp_
 
 
 def test_other_ranks_write_nothing(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(crw, "_distributed", lambda: True)
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
     monkeypatch.setattr(crw.dist, "get_world_size", lambda: 2)
     monkeypatch.setattr(crw.dist, "get_rank", lambda: 1)
     monkeypatch.setattr(crw.dist, "all_gather_object", lambda out, obj: out.__setitem__(slice(None), [obj, obj]))

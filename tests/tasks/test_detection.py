@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from lit_vision import distributed
 from lit_vision.data.coco import COCODetectionDataModule
 from lit_vision.data.detection_transforms import boxes_to_original, detection_collate
 from lit_vision.data.shapes import shapes_paths, write_shapes
@@ -160,7 +161,7 @@ def test_results_from_all_ranks_are_merged_and_scalars_broadcast(shapes: dict[st
     mine = {i: perfect[i] for i in ids[:half + 1]}  # the last one is also on the other rank (sampler padding)
     other = {i: perfect[i] for i in ids[half:]}
     logged: dict[str, float] = {}
-    monkeypatch.setattr(det, "_distributed", lambda: True)
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
     monkeypatch.setattr(det.dist, "get_world_size", lambda: 2)
     monkeypatch.setattr(det.dist, "get_rank", lambda: 0)
     monkeypatch.setattr(det.dist, "all_gather_object", lambda out, obj: out.__setitem__(slice(None), [obj, other]))
