@@ -44,6 +44,8 @@ def data_args(task: str, dataset: str, root: Path) -> list[str]:
 METRICS = {"detection": ("val/map", "val/map_50"), "segmentation": ("val/miou", "val/pixel_acc")}
 ARCHITECTURES = {"detection": ["faster_rcnn", "retinanet", "fcos", "yolo"],
                  "segmentation": ["fcn", "unet", "deeplabv3", "deeplabv3plus"]}
+ARCHITECTURE_CLASSES = {"faster_rcnn": "FasterRCNN", "retinanet": "RetinaNet", "fcos": "FCOS", "yolo": "YOLO",
+                        "fcn": "FCN", "unet": "UNet", "deeplabv3": "DeepLabV3", "deeplabv3plus": "DeepLabV3Plus"}
 
 
 def read_metrics(run_dir: Path, names: tuple[str, str]) -> dict[str, float]:
@@ -68,15 +70,18 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=320)
     args = parser.parse_args()
     names = METRICS[args.task]
-    model = (["--model", "ObjectDetector", "--model.fpn_channels", "64", "--model.image_size", str(args.image_size)]
-             if args.task == "detection" else ["--model", "SemanticSegmenter"])
+    model = ["--model", "ObjectDetector" if args.task == "detection" else "SemanticSegmenter"]
 
     print(f"| data | architecture | backbone | epochs | wall | train loss first -> last | {' | '.join(names)} |")
     print("|---|---|---|---|---|---|---|---|")
     for dataset in args.datasets:
         for arch in args.architectures or ARCHITECTURES[args.task]:
             with tempfile.TemporaryDirectory() as tmp:
-                cmd = [str(LIT_VISION), "fit", *model, "--model.architecture", arch, "--model.backbone", args.backbone,
+                # The architecture by class, 64 wide for detectors; image_size is linked from the data.
+                cls = ARCHITECTURE_CLASSES[arch]
+                width = {"yolo": ["--model.architecture.neck_channels", "64"]}.get(
+                    arch, ["--model.architecture.fpn_channels", "64"] if args.task == "detection" else [])
+                cmd = [str(LIT_VISION), "fit", *model, "--model.architecture", cls, *width, "--model.backbone", args.backbone,
                        "--model.optimizer", "AdamW", "--model.optimizer.lr", "1e-3",
                        *data_args(args.task, dataset, args.data_root), "--data.image_size", str(args.image_size),
                        "--data.batch_size", "4", "--data.num_workers", "2",

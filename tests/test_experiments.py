@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from lit_vision.backbones import Backbone
 from lit_vision.cli import run_cli
@@ -13,6 +14,22 @@ from lit_vision.tasks import ImageClassifier
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 CLASSIFICATION = sorted((EXPERIMENTS / "classification").glob("*.yaml"))
+
+
+def assert_architecture_as_written(recipe: Path, architecture: object) -> None:
+    """The model was built with the architecture the recipe names (short name or class) and its options."""
+    written = yaml.safe_load(recipe.read_text())["model"]["init_args"]["architecture"]
+    if isinstance(written, str):
+        assert architecture.name == written
+        return
+    assert written["class_path"] == f"lit_vision.models.{recipe.parent.name}.{type(architecture).__name__}"
+    for key, value in (written.get("init_args") or {}).items():
+        built = getattr(architecture, key)
+        if isinstance(value, dict) and "class_path" in value:  # an injected part, e.g. the assigner
+            assert type(built).__name__ == value["class_path"].rsplit(".", 1)[-1]
+            assert all(getattr(built, k) == v for k, v in (value.get("init_args") or {}).items()), key
+        else:
+            assert (list(built) if isinstance(built, tuple) else built) == value, key
 
 
 def test_the_canon_has_a_recipe_per_family() -> None:
@@ -87,7 +104,8 @@ def test_detection_recipe_instantiates(recipe: Path, tmp_path: Path, monkeypatch
     monkeypatch.chdir(tmp_path)
     cli = run_cli(["--config", str(recipe), *detection_overrides(recipe)], run=False)
     assert isinstance(cli.model, ObjectDetector)
-    assert f"architecture: {cli.model.hparams.architecture}" in recipe.read_text()
+    assert_architecture_as_written(recipe, cli.model.architecture)
+    assert cli.model.hparams.image_size == cli.datamodule.hparams.image_size  # linked from the data
     assert cli.model.num_classes == cli.datamodule.num_classes  # linked from the data
     assert cli.model.class_names == cli.datamodule.class_names
     assert cli.trainer.checkpoint_callback.monitor.startswith("val/map")
@@ -108,7 +126,7 @@ def coco_with_every_voc_category(tmp_path: Path) -> tuple[Path, Path]:
     """The minicoco fixture with the COCO names of all 20 VOC classes in its category list (real COCO has them)."""
     import json
 
-    from lit_vision.data.coco_segmentation import COCO_VOC_CATEGORIES
+    from lit_vision.data.segmentation.coco import COCO_VOC_CATEGORIES
 
     out = []
     for split in ("train", "val"):
@@ -143,7 +161,7 @@ def test_segmentation_recipe_instantiates(recipe: Path, tmp_path: Path, monkeypa
         args += ["--data.num_train", "4", "--data.num_val", "2"]
     cli = run_cli(args, run=False)
     assert isinstance(cli.model, SemanticSegmenter)
-    assert f"architecture: {cli.model.hparams.architecture}" in text
+    assert_architecture_as_written(recipe, cli.model.architecture)
     assert cli.model.class_names == cli.datamodule.class_names and cli.model.class_names[0] == "background"
     assert cli.trainer.checkpoint_callback.monitor == "val/miou"
     if "_voc" in recipe.stem:
@@ -157,7 +175,7 @@ def test_deeplabv3_recipe_matches_torchvisions_reference(tmp_path: Path, monkeyp
                    "--model.pretrained", "false"], run=False)
     hp, dm = cli.model.hparams, cli.datamodule
     assert hp.aux_loss and hp.aux_weight == 0.5 and hp.output_stride == 8
-    assert dm.hparams.batch_size == 4 and dm.hparams.crop_size == 480 and dm.hparams.image_size == 520
+    assert dm.batch_size == 4 and dm.hparams.crop_size == 480 and dm.hparams.image_size == 520
     opt = cli.model.optimizer_factory(cli.model.parameter_groups())
     assert type(opt).__name__ == "SGD" and opt.defaults["lr"] == 0.02 and opt.defaults["momentum"] == 0.9
     sched = cli.model.lr_scheduler_factory(opt)

@@ -5,7 +5,12 @@ describes them with ``channels`` and ``reductions`` (see :class:`Backbone`).
 """
 
 from .base import Backbone
-from .registry import UnknownBackboneError, create_backbone, list_backbones, parse_backbone_name
+from .registry import (
+    UnknownBackboneError,
+    create_backbone,
+    list_backbones,
+    parse_backbone_name,
+)
 from .timm_backbone import TimmBackbone
 from .torchvision_backbone import TorchvisionBackbone
 from .weights import IncompatibleWeightsError, load_weight_file

@@ -41,7 +41,12 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ._fx_probe import ProbedGraph, generic_stage_nodes, per_step_reductions, probe_graph
+from ._fx_probe import (
+    ProbedGraph,
+    generic_stage_nodes,
+    per_step_reductions,
+    probe_graph,
+)
 from .base import Backbone, resolve_out_indices
 from .weights import WeightSource, check_state_dict, load_weight_file
 

@@ -34,10 +34,10 @@ def sidecar_path(results_path: Path) -> Path:
 class CocoResultsWriter(BasePredictionWriter):
     """Collects detections during ``predict`` and writes them as a COCO results JSON list on rank 0.
 
-    Category ids come from ``trainer.datamodule.label_to_category_id`` (COCO and VOC DataModules), so a
-    model trained on COCO's sparse ids 1..90 writes those ids. Without that mapping (e.g.
-    :class:`~lit_vision.data.DetectionImagesDataModule` predicting from a checkpoint alone) the category id
-    is ``label + 1``, with one warning saying so. Under DDP every rank's rows are gathered with
+    Category ids come from the task's :attr:`~lit_vision.contracts.DataInfo.label_to_category_id` (handed over
+    by the COCO and VOC DataModules, and saved in the checkpoint), so a model trained on COCO's sparse ids
+    1..90 writes those ids, also when predicting plain images from a checkpoint alone. Without any mapping
+    the category id is ``label + 1``, with one warning saying so. Under DDP every rank's rows are gathered with
     ``all_gather_object``; images the sampler padded in twice are kept once.
 
     Args:
@@ -87,13 +87,15 @@ class CocoResultsWriter(BasePredictionWriter):
             dist.all_gather_object(gathered, rows)
             rows = [r for part in gathered for r in part]
         if not distributed.is_distributed() or dist.get_rank() == 0:
-            self._write(rows, getattr(trainer.datamodule, "label_to_category_id", None))
+            info = getattr(pl_module, "data_info", None)  # the data contract (or the checkpoint's copy of it)
+            self._write(rows, info.label_to_category_id if info is not None else None)
         self._rows = []
 
     # ------------------------------------------------------------------ converting
     def _category_ids(self, mapping: dict[int, int] | None) -> dict[int, int] | None:
         if mapping is None:
-            rank_zero_warn("CocoResultsWriter: the DataModule has no label_to_category_id; writing category_id = "
+            rank_zero_warn("CocoResultsWriter: neither the data nor the checkpoint gives label_to_category_id; writing "
+                           "category_id = "
                            "label + 1 (the contiguous label order, 1-based). Map them back if your categories differ.")
         return None if mapping is None else {int(k): int(v) for k, v in dict(mapping).items()}
 

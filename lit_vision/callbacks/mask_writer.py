@@ -12,14 +12,15 @@ from lightning.pytorch import LightningModule, Trainer
 from PIL import Image
 
 from lit_vision.callbacks.prediction_writer import JsonlPredictionWriter
-from lit_vision.data.segmentation_transforms import pil_mask
+from lit_vision.palette import pil_mask, voc_palette
 
 
 class SegmentationMaskWriter(JsonlPredictionWriter):
     """``<output_dir>/masks/<image stem>.png`` (palette PNG of class indices at the original image size)
     and ``predictions.jsonl`` lines ``{"path", "mask", "classes", "pixels"}`` (``mask`` = the PNG's path).
 
-    The palette is the DataModule's ``palette`` (VOC's by default), so the PNGs open in any viewer with
+    The palette is the one the data handed the task (:attr:`~lit_vision.contracts.DataInfo.palette`; VOC's by
+    default), so the PNGs open in any viewer with
     the dataset's usual colours and read back as class indices (``np.array(Image.open(png))``). More than
     256 classes do not fit a palette: those masks are written as 16-bit greyscale PNGs. Two images with
     the same stem get ``_1``, ``_2``, ... suffixes.
@@ -41,11 +42,9 @@ class SegmentationMaskWriter(JsonlPredictionWriter):
         self.mask_dir = self.path.parent / "masks"
         self.mask_dir.mkdir(parents=True, exist_ok=True)
         self._used = set()
-        palette = getattr(trainer.datamodule, "palette", None) if trainer.datamodule is not None else None
-        if palette is None:
-            from lit_vision.data.shapes import voc_palette
-
-            palette = voc_palette()
+        # The palette reaches the task through the data contract (DataInfo), or from its checkpoint.
+        info = getattr(pl_module, "data_info", None)
+        palette = info.palette if info is not None and info.palette is not None else voc_palette()
         self._palette = [int(v) for v in palette]
 
     def _mask_path(self, image_path: str | None, index: int) -> Path:

@@ -1,62 +1,82 @@
-"""LightningDataModules, datasets, transform presets and embedded sample data."""
+"""Data for the three tasks: one sub-package per task, shared base, checks, readers and embedded samples.
 
+    data/base.py            SplitDataModule (loader arguments, the one setup loop), PredictOnlyDataModule
+    data/checks.py          up-front checks that name the bad file (DataError)
+    data/readers/           the COCO and VOC formats, read and checked once for every task
+    data/embedded/          the embedded sample data: digits (classification), shapes (detection, segmentation)
+    data/classification/    ImageFolderDataModule, DigitsDataModule, classification transforms
+    data/detection/         COCO / VOC / shapes / plain-image DataModules, box-aware transforms
+    data/segmentation/      VOC / COCO / shapes / plain-image DataModules, mask-aware transforms
+
+Every DataModule is importable from here (``lit_vision.data.ImageFolderDataModule``) and from its task's
+package (``lit_vision.data.classification.ImageFolderDataModule``, the path recipes use).
+"""
+
+from lit_vision.data.base import PredictOnlyDataModule, SplitDataModule
 from lit_vision.data.checks import DataError
-from lit_vision.data.coco import COCODetectionDataModule, CocoDetectionDataset
-from lit_vision.data.detection_images import DetectionImagesDataModule
-from lit_vision.data.detection_transforms import detection_collate
-from lit_vision.data.imagefolder import ImageFolderDataModule, ImageFolderDataset
-from lit_vision.data.samples import DigitsDataModule, write_digits
-from lit_vision.data.voc import VOC_CLASSES, VOCDetectionDataModule, VOCDetectionDataset
-from lit_vision.data.shapes import SHAPES_CLASSES, ShapesDetectionDataModule, shapes_paths, write_shapes
+from lit_vision.data.classification import (
+    DigitsDataModule,
+    ImageFolderDataModule,
+    ImageFolderDataset,
+)
+from lit_vision.data.detection import (
+    COCODetectionDataModule,
+    CocoDetectionDataset,
+    DetectionDataModule,
+    DetectionImagesDataModule,
+    ShapesDetectionDataModule,
+    VOCDetectionDataModule,
+    VOCDetectionDataset,
+    detection_collate,
+)
+from lit_vision.data.embedded import (
+    SHAPES_CLASSES,
+    shapes_paths,
+    write_digits,
+    write_shapes,
+)
+from lit_vision.data.readers.voc import VOC_CLASSES
+from lit_vision.data.segmentation import (
+    COCO_VOC_CATEGORIES,
+    SHAPES_SEGMENTATION_CLASSES,
+    VOC_SEGMENTATION_CLASSES,
+    COCOSegmentationDataModule,
+    SegmentationDataModule,
+    SegmentationDataset,
+    SegmentationImagesDataModule,
+    ShapesSegmentationDataModule,
+    VOCSegmentationDataModule,
+    segmentation_collate,
+)
 
 __all__ = [
     "COCODetectionDataModule",
+    "COCOSegmentationDataModule",
+    "COCO_VOC_CATEGORIES",
     "CocoDetectionDataset",
     "DataError",
+    "DetectionDataModule",
     "DetectionImagesDataModule",
     "DigitsDataModule",
     "ImageFolderDataModule",
     "ImageFolderDataset",
+    "PredictOnlyDataModule",
     "SHAPES_CLASSES",
-    "ShapesDetectionDataModule",
-    "VOC_CLASSES",
-    "VOCDetectionDataModule",
-    "VOCDetectionDataset",
-    "detection_collate",
-    "shapes_paths",
-    "write_digits",
-    "write_shapes",
-]
-
-# Semantic segmentation (issue 4).
-from lit_vision.data.coco_segmentation import COCO_VOC_CATEGORIES, COCOSegmentationDataModule  # noqa: E402
-from lit_vision.data.segmentation import (  # noqa: E402
-    SHAPES_SEGMENTATION_CLASSES,
-    VOC_SEGMENTATION_CLASSES,
-    SegmentationImagesDataModule,
-    ShapesSegmentationDataModule,
-    VOCSegmentationDataModule,
-)
-from lit_vision.data.segmentation_base import SegmentationDataModule, SegmentationDataset  # noqa: E402
-from lit_vision.data.segmentation_transforms import (  # noqa: E402
-    restore_size,
-    segmentation_collate,
-    segmentation_eval_transforms,
-    segmentation_train_transforms,
-)
-
-__all__ += [
-    "COCO_VOC_CATEGORIES",
-    "COCOSegmentationDataModule",
     "SHAPES_SEGMENTATION_CLASSES",
     "SegmentationDataModule",
     "SegmentationDataset",
     "SegmentationImagesDataModule",
+    "ShapesDetectionDataModule",
     "ShapesSegmentationDataModule",
+    "SplitDataModule",
+    "VOCDetectionDataModule",
+    "VOCDetectionDataset",
     "VOCSegmentationDataModule",
+    "VOC_CLASSES",
     "VOC_SEGMENTATION_CLASSES",
-    "restore_size",
+    "detection_collate",
     "segmentation_collate",
-    "segmentation_eval_transforms",
-    "segmentation_train_transforms",
+    "shapes_paths",
+    "write_digits",
+    "write_shapes",
 ]

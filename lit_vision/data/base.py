@@ -1,4 +1,16 @@
-"""Loader plumbing shared by every DataModule: one ``DataLoader`` recipe for the four splits."""
+"""What every DataModule shares: the loader arguments, the one ``setup`` loop, and the hand-over to the task.
+
+A DataModule here is a :class:`SplitDataModule` that knows how to build the dataset of one split
+(:meth:`~SplitDataModule.build_dataset`). Everything else is done once, in this file:
+
+* the loader arguments (``batch_size`` ... ``drop_last``) are this class's constructor arguments; subclasses
+  take ``**kwargs`` and pass them on, and LightningCLI (jsonargparse) follows ``**kwargs`` into this
+  signature, so ``--data.batch_size`` is typed and documented for every DataModule;
+* ``setup(stage)`` builds each split the stage needs, once;
+* after ``setup`` the task receives a :class:`~lit_vision.contracts.DataInfo` (class names, category ids,
+  ground truth for evaluation, palette) through :meth:`~lit_vision.contracts.DataConsumer.connect_data`:
+  data flows one way, from the DataModule to the task, and nothing probes ``trainer.datamodule``.
+"""
 
 from __future__ import annotations
 
@@ -7,44 +19,119 @@ from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from lit_vision.data.checks import DataError
+from lit_vision.contracts import DataConsumer, DataInfo
+from lit_vision.data.checks import (
+    DataError,
+    checkpoint_class_names,
+    resolve_image_paths,
+    should_verify,
+    verify_images,
+)
+
+STAGE_SPLITS: dict[str, tuple[str, ...]] = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": ("predict",),
+}
 
 
 class SplitDataModule(LightningDataModule):
-    """Serves ``self.datasets[split]`` (filled by the subclass's ``setup``) for train/val/test/predict.
+    """Serves ``self.datasets[split]`` for train/val/test/predict with one ``DataLoader`` recipe.
 
-    Reads ``batch_size``, ``eval_batch_size``, ``num_workers``, ``pin_memory`` (``None``: on when CUDA is
-    available), ``persistent_workers`` and optionally ``drop_last`` from the subclass's hyper-parameters.
+    Subclasses implement :meth:`build_dataset` (and, when they read annotation files, fill
+    ``self.sources[split]`` with checked, untransformed datasets in ``__init__``, so structural problems
+    surface before a model is built), and describe their data in :meth:`data_info`.
+
+    Args:
+        batch_size: per-device training batch size.
+        eval_batch_size: per-device batch size of validation, test and predict (default ``batch_size``).
+        num_workers: loader worker processes.
+        pin_memory: ``None``: on when CUDA is available.
+        persistent_workers: keep workers alive between epochs (when ``num_workers > 0``).
+        drop_last: drop a short last training batch (BatchNorm fails on a batch of one).
     """
 
     collate_fn: ClassVar[Callable[[list[Any]], Any] | None] = None
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 4,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        drop_last: bool = False,
+    ) -> None:
         super().__init__()
+        if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
+            raise ValueError(f"batch sizes must be positive, got {batch_size} and {eval_batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.persistent_workers, self.drop_last = persistent_workers, drop_last
         self.datasets: dict[str, Dataset] = {}
         self.sources: dict[str, Any] = {}  # split -> checked, untransformed dataset (annotation-backed modules)
+        self._class_names: list[str] | None = None  # set by the subclass's __init__ (the CLI links it to the model)
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self._class_names
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self._class_names) if self._class_names is not None else None
+
+    # ------------------------------------------------------------------ what subclasses provide
+    @classmethod
+    def wants_checkpoint_classes(cls, init_args: dict[str, Any]) -> bool:
+        """Whether these arguments leave the class names to a checkpoint (``lit-vision predict --ckpt_path``
+        then hands them over): DataModules without labels say yes."""
+        return False
+
+    def build_dataset(self, split: str) -> Dataset:
+        """The dataset of ``split`` (``train``, ``val``, ``test`` or ``predict``), transforms included."""
+        raise NotImplementedError
+
+    def data_info(self) -> DataInfo:
+        """What the task needs to know about this data (see :class:`~lit_vision.contracts.DataInfo`)."""
+        return DataInfo(class_names=list(self.class_names or []))
+
+    # ------------------------------------------------------------------ the one setup loop
+    def setup(self, stage: str | None = None) -> None:
+        for split in STAGE_SPLITS[stage or "fit"]:
+            if split not in self.datasets:
+                self.datasets[split] = self.build_dataset(split)
+        trainer = self.trainer  # None when used without a Trainer (tests, notebooks)
+        task = trainer.lightning_module if trainer is not None else None
+        if isinstance(task, DataConsumer):
+            task.connect_data(self.data_info())
 
     def _split_source(self, split: str) -> Any:
-        """The checked source of ``split``; ``test`` falls back to ``val`` when no test data was configured."""
+        """The checked source of ``split``; ``test`` falls back to ``val`` (with a warning) when not configured."""
         if split == "test" and "test" not in self.sources:
+            rank_zero_warn("no test data configured: testing on the validation split")
             split = "val"
         if split not in self.sources:
             raise DataError(f"no {split} data was configured")
         return self.sources[split]
 
+    # ------------------------------------------------------------------ loaders
     def _loader(self, split: str, train: bool = False) -> DataLoader:
-        hp = self.hparams
         dataset = self.datasets[split]
+        batch_size = self.batch_size if train else (self.eval_batch_size or self.batch_size)
         return DataLoader(
             dataset,
-            batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
+            batch_size=batch_size,
             shuffle=train,
-            drop_last=train and hp.get("drop_last", False) and len(dataset) > hp.batch_size,
-            num_workers=hp.num_workers,
-            pin_memory=torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory,
-            persistent_workers=hp.persistent_workers and hp.num_workers > 0,
+            drop_last=train and self.drop_last and len(dataset) > batch_size,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available() if self.pin_memory is None else self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
             collate_fn=type(self).collate_fn,
         )
 
@@ -59,3 +146,48 @@ class SplitDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict")
+
+
+class PredictOnlyDataModule(SplitDataModule):
+    """Base of the DataModules that serve plain images to a trained model (``predict`` only, no labels).
+
+    A trained model carries its class names (checkpoint hyper-parameters); ``lit-vision predict --ckpt_path``
+    fills ``class_names`` from it. Subclasses turn the verified paths into a dataset in
+    :meth:`predict_dataset` and name the annotated DataModules to use instead in ``alternatives``.
+
+    Args:
+        predict_paths: folders (searched recursively) or image files.
+        class_names: the model's classes in label order (filled from the checkpoint by ``lit-vision``).
+        verify_images: decode every image in ``setup``; ``None`` = only up to 20,000 files.
+        **kwargs: loader arguments (see :class:`SplitDataModule`).
+    """
+
+    alternatives: ClassVar[str] = "an annotated DataModule"
+    _stage_of = {"train": "fit", "val": "validate", "test": "test"}
+
+    def __init__(
+        self,
+        predict_paths: str | list[str],
+        class_names: list[str] | None = None,
+        verify_images: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.predict_paths, self.verify_images = predict_paths, verify_images
+        self._class_names = checkpoint_class_names(type(self).__name__, class_names)
+
+    @classmethod
+    def wants_checkpoint_classes(cls, init_args: dict[str, Any]) -> bool:
+        return init_args.get("class_names") is None
+
+    def predict_dataset(self, paths: list[str]) -> Dataset:
+        raise NotImplementedError
+
+    def build_dataset(self, split: str) -> Dataset:
+        if split != "predict":
+            raise DataError(f"{type(self).__name__} only predicts (it has no labels), so it cannot "
+                            f"{self._stage_of.get(split, split)}: use {self.alternatives} for fit/validate/test")
+        paths = resolve_image_paths(self.predict_paths)
+        if should_verify(self.verify_images, len(paths)):
+            verify_images(paths, "predict_paths")
+        return self.predict_dataset(paths)

@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 from PIL import Image, UnidentifiedImageError
 
@@ -21,6 +22,9 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 # Above this many files, automatic verification is skipped (a full decode of ImageNet takes long);
 # users can still force it with ``verify_images=True``.
 AUTO_VERIFY_LIMIT = 20_000
+
+
+OnBad = Literal["error", "skip"]  # what to do with a bad file or annotation: raise, or skip it with a counted warning
 
 
 class DataError(ValueError):
@@ -93,10 +97,10 @@ def should_verify(verify: bool | None, count: int) -> bool:
     return verify
 
 
-def list_image_files(folder: Path, skip_invalid: bool, recursive: bool = False) -> tuple[list[Path], list[Path]]:
+def list_image_files(folder: Path, skip: bool, recursive: bool = False) -> tuple[list[Path], list[Path]]:
     """Image files under ``folder`` (sorted) and the non-image files found there.
 
-    Hidden files are ignored. A non-image file is an error unless ``skip_invalid`` (then it is
+    Hidden files are ignored. A non-image file is an error unless ``skip`` (then it is
     returned in the second list so the caller can warn with a count).
     """
     entries: Iterable[Path] = folder.rglob("*") if recursive else folder.iterdir()
@@ -105,11 +109,11 @@ def list_image_files(folder: Path, skip_invalid: bool, recursive: bool = False) 
         if is_hidden(p) or p.is_dir():
             continue
         (images if is_image_file(p) else others).append(p)
-    if others and not skip_invalid:
+    if others and not skip:
         listing = "\n".join(f"  {p}" for p in others[:10])
         raise DataError(
             f"{len(others)} file(s) that are not images (by extension) in {folder}:\n{listing}\n"
-            "Remove them, or set skip_invalid=True to skip them with a warning."
+            "Remove them, or set on_bad='skip' to skip them with a warning."
         )
     return images, others
 
@@ -120,7 +124,7 @@ def resolve_image_paths(paths: str | Sequence[str]) -> list[str]:
     for p in [paths] if isinstance(paths, (str, Path)) else paths:
         path = Path(p).expanduser()
         if path.is_dir():
-            files, _ = list_image_files(path, skip_invalid=True, recursive=True)
+            files, _ = list_image_files(path, skip=True, recursive=True)
             if not files:
                 raise DataError(f"predict folder {path} holds no image files")
             found += [str(f) for f in files]
@@ -137,15 +141,3 @@ def checkpoint_class_names(module: str, class_names: list[str] | None) -> list[s
         raise DataError(f"{module} needs class_names: give --ckpt_path (lit-vision then takes them from the "
                         "checkpoint) or --data.class_names")
     return [str(c) for c in class_names]
-
-
-def predict_only_paths(module: str, stage: str | None, predict_paths: str | list[str], verify: bool | None,
-                       alternatives: str) -> list[str]:
-    """Image paths of a predict-only DataModule's ``setup``: refuses any other stage, verifies the images."""
-    if stage != "predict":
-        raise DataError(f"{module} only predicts (it has no labels), so it cannot {stage or 'fit'}: use "
-                        f"{alternatives} for fit/validate/test")
-    paths = resolve_image_paths(predict_paths)
-    if should_verify(verify, len(paths)):
-        verify_images(paths, "predict_paths")
-    return list(paths)

@@ -1,18 +1,10 @@
-"""Task heads: plain ``nn.Module`` s that map backbone features to task outputs."""
+"""Task heads: plain ``nn.Module`` s that map backbone (or neck) features to task outputs.
+
+    heads/classification.py   ClassificationHead
+    heads/detection/          the YOLO-style decoupled head, its task-aligned assigner and loss; RetinaNet's focal head
+    heads/segmentation/       FCN, U-Net, DeepLabv3 / v3+ decoders and their shared blocks
+"""
 
 from lit_vision.heads.classification import ClassificationHead
-from lit_vision.heads.deeplab import ASPP, DeepLabV3Head, DeepLabV3PlusHead
-from lit_vision.heads.segmentation import FCN, FCNHead, BilinearConvTranspose2d, SeparableConvBNReLU
-from lit_vision.heads.unet import UNetDecoder
 
-__all__ = [
-    "ClassificationHead",
-    "ASPP",
-    "BilinearConvTranspose2d",
-    "DeepLabV3Head",
-    "DeepLabV3PlusHead",
-    "FCN",
-    "FCNHead",
-    "SeparableConvBNReLU",
-    "UNetDecoder",
-]
+__all__ = ["ClassificationHead"]

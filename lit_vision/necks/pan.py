@@ -7,7 +7,7 @@ bottlenecks has every intermediate output concatenated). Over backbone maps C3, 
     top-down:   N4 = C2f(cat(up(C5), C4))       P3 = C2f(cat(up(N4), C3))
     bottom-up:  P4 = C2f(cat(down(P3), N4))     P5 = C2f(cat(down(P4), C5))
 
-``up`` is 2x nearest upsampling and ``down`` a stride-2 3x3 ConvBNAct; the outputs are P3, P4, P5.
+``up`` is 2x nearest upsampling and ``down`` a stride-2 3x3 conv_bn_silu; the outputs are P3, P4, P5.
 """
 
 from __future__ import annotations
@@ -17,27 +17,16 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-
-class ConvBNAct(nn.Module):
-    """Conv2d (no bias) + BatchNorm + SiLU: YOLO's basic unit."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels, eps=1e-3, momentum=0.03)
-        self.act = nn.SiLU(inplace=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.bn(self.conv(x)))
+from lit_vision.layers import conv_bn_silu
 
 
 class Bottleneck(nn.Module):
-    """Two 3x3 ConvBNAct, with a residual connection when ``shortcut`` (the backbone uses it, the neck not)."""
+    """Two 3x3 conv_bn_silu, with a residual connection when ``shortcut`` (the backbone uses it, the neck not)."""
 
     def __init__(self, channels: int, shortcut: bool = True) -> None:
         super().__init__()
-        self.cv1 = ConvBNAct(channels, channels, 3)
-        self.cv2 = ConvBNAct(channels, channels, 3)
+        self.cv1 = conv_bn_silu(channels, channels, 3)
+        self.cv2 = conv_bn_silu(channels, channels, 3)
         self.shortcut = shortcut
 
     def forward(self, x: Tensor) -> Tensor:
@@ -52,9 +41,9 @@ class C2f(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, depth: int = 1, shortcut: bool = False) -> None:
         super().__init__()
         self.hidden = out_channels // 2
-        self.cv1 = ConvBNAct(in_channels, 2 * self.hidden, 1)
+        self.cv1 = conv_bn_silu(in_channels, 2 * self.hidden, 1)
         self.blocks = nn.ModuleList(Bottleneck(self.hidden, shortcut) for _ in range(depth))
-        self.cv2 = ConvBNAct((2 + depth) * self.hidden, out_channels, 1)
+        self.cv2 = conv_bn_silu((2 + depth) * self.hidden, out_channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         parts = list(self.cv1(x).chunk(2, dim=1))
@@ -83,9 +72,9 @@ class PAN(nn.Module):
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
         self.top_down4 = C2f(c5 + c4, o4, depth)          # N4 = C2f(cat(up(C5), C4))
         self.top_down3 = C2f(o4 + c3, o3, depth)          # P3 = C2f(cat(up(N4), C3))
-        self.down3 = ConvBNAct(o3, o3, 3, stride=2)
+        self.down3 = conv_bn_silu(o3, o3, 3, stride=2)
         self.bottom_up4 = C2f(o3 + o4, o4, depth)         # P4 = C2f(cat(down(P3), N4))
-        self.down4 = ConvBNAct(o4, o4, 3, stride=2)
+        self.down4 = conv_bn_silu(o4, o4, 3, stride=2)
         self.bottom_up5 = C2f(o4 + c5, o5, depth)         # P5 = C2f(cat(down(P4), C5))
 
     @staticmethod
@@ -104,4 +93,4 @@ class PAN(nn.Module):
         return [p3, p4, p5]
 
 
-__all__ = ["PAN", "C2f", "Bottleneck", "ConvBNAct"]
+__all__ = ["PAN", "C2f", "Bottleneck"]

@@ -7,12 +7,16 @@ either without code. ``None`` means the classic recipe described in each argumen
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
+
+from lit_vision.callbacks.prediction_writer import JsonlPredictionWriter
+from lit_vision.contracts import DataInfo
 
 # Norm layers whose affine parameters should not be decayed (decaying a BN scale only fights the norm).
 NORM_TYPES: tuple[type[nn.Module], ...] = (
@@ -57,7 +61,17 @@ def resolve_classes(task: str, num_classes: int | None, class_names: list[str] |
 class VisionTask(LightningModule):
     """Base of :class:`ImageClassifier` and the other tasks.
 
+    **Data contract.** The DataModule hands the task a :class:`~lit_vision.contracts.DataInfo` at the end of
+    its ``setup`` (:meth:`connect_data`): class names, COCO category ids, ground truth, palette. The task keeps
+    it as :attr:`data_info` (prediction writers read it there) and saves its small parts in the checkpoint,
+    so a checkpoint alone still writes the right category ids and colours.
+
+    **Prediction.** ``lit-vision predict`` adds the task's :attr:`prediction_writer` unless a writer is
+    configured.
+
     Args:
+        num_classes: number of classes (normally linked from the data; may be derived from ``class_names``).
+        class_names: class names in label order (saved in the checkpoint, so a checkpoint predicts names).
         optimizer: builds the optimizer from parameter groups. ``None``: SGD, lr 0.1, momentum 0.9,
             Nesterov, weight decay 1e-4.
         lr_scheduler: builds the scheduler from the optimizer. ``None``: cosine annealing to 0 over the
@@ -69,16 +83,70 @@ class VisionTask(LightningModule):
 
     def __init__(
         self,
+        num_classes: int | None = None,
+        class_names: list[str] | None = None,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
         no_weight_decay_norm_bias: bool = True,
     ) -> None:
         super().__init__()
+        self.num_classes, self.class_names = resolve_classes(type(self).__name__, num_classes, class_names)
+        # Collects the subclass's arguments too (Lightning reads every __init__ frame of the chain); the CLI's
+        # own config (class_path dicts) when built by LightningCLI.
+        self.save_hyperparameters()
+        self._drop_unserializable_hparams()
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
         self.no_weight_decay_norm_bias = no_weight_decay_norm_bias
+
+    prediction_writer: ClassVar[type[BasePredictionWriter]] = JsonlPredictionWriter
+    monitor_metric: ClassVar[str | None] = None
+    class_names: list[str]
+
+    def connect_data(self, info: DataInfo) -> None:
+        """Receive what the DataModule knows (called by it at the end of ``setup``); check the classes agree."""
+        if info.class_names and list(info.class_names) != list(self.class_names):
+            raise ValueError(f"{type(self).__name__} was built for the classes {self.class_names} but the data has "
+                             f"{list(info.class_names)}: use the DataModule it was trained with (or --data.class_names)")
+        saved = getattr(self, "_saved_data_info", None)
+        if saved is not None:  # a checkpoint's category ids / palette fill what predict-only data cannot know
+            info.label_to_category_id = info.label_to_category_id or saved.label_to_category_id
+            info.palette = info.palette or saved.palette
+        self.data_info = info
+
+    @property
+    def data_info(self) -> DataInfo:
+        """What the data told this task (class names only, until a DataModule has connected)."""
+        info = self.__dict__.get("_data_info")
+        if info is None:
+            saved = getattr(self, "_saved_data_info", None)
+            return saved if saved is not None else DataInfo(class_names=list(self.class_names))
+        return info
+
+    @data_info.setter
+    def data_info(self, info: DataInfo) -> None:
+        self.__dict__["_data_info"] = info
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        info = self.data_info
+        checkpoint["lit_vision_data_info"] = {"label_to_category_id": info.label_to_category_id,
+                                              "palette": info.palette, "ignore_index": info.ignore_index}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("lit_vision_data_info")
+        if saved:
+            mapping = saved.get("label_to_category_id")
+            self._saved_data_info = DataInfo(
+                class_names=list(self.class_names), palette=saved.get("palette"), ignore_index=saved.get("ignore_index"),
+                label_to_category_id={int(k): int(v) for k, v in mapping.items()} if mapping else None)
+            # Lightning sets the data up before it restores a checkpoint (predict --ckpt_path): fill in now what
+            # predict-only data could not say.
+            info = self.__dict__.get("_data_info")
+            if info is not None:
+                info.label_to_category_id = info.label_to_category_id or self._saved_data_info.label_to_category_id
+                info.palette = info.palette or self._saved_data_info.palette
 
     def _drop_unserializable_hparams(self) -> None:
         """Callables given from Python (not from the CLI, which stores their config) can't be checkpointed."""

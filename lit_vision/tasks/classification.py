@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch.nn.functional as F
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
@@ -13,7 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lit_vision.backbones import create_backbone
 from lit_vision.heads import ClassificationHead
 from lit_vision.models import Classifier
-from lit_vision.tasks.base import VisionTask, resolve_classes
+from lit_vision.tasks.base import VisionTask
 
 
 class ImageClassifier(VisionTask):
@@ -38,7 +37,7 @@ class ImageClassifier(VisionTask):
         top_k: how many classes ``predict_step`` returns (and the k of the ``acc5`` metric, capped at
             the number of classes).
         freeze_backbone: train only the head (linear probing).
-        optimizer, lr_scheduler, lr_scheduler_interval, no_weight_decay_norm_bias: see
+        **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``, ``no_weight_decay_norm_bias``: see
             :class:`~lit_vision.tasks.base.VisionTask`.
     """
 
@@ -56,18 +55,11 @@ class ImageClassifier(VisionTask):
         label_smoothing: float = 0.0,
         top_k: int = 5,
         freeze_backbone: bool = False,
-        optimizer: OptimizerCallable | None = None,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        lr_scheduler_interval: Literal["step", "epoch"] = "step",
-        no_weight_decay_norm_bias: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, no_weight_decay_norm_bias)
-        num_classes, names = resolve_classes("ImageClassifier", num_classes, class_names)
-        self.save_hyperparameters()
-        self._drop_unserializable_hparams()
-        self.num_classes, self.class_names = num_classes, names
+        super().__init__(num_classes, class_names, **kwargs)
         self.label_smoothing = label_smoothing
-        self.top_k = min(top_k, num_classes)
+        self.top_k = min(top_k, self.num_classes)
         self.model = self.build_model()
         if freeze_backbone:
             self.model.backbone.requires_grad_(False)

@@ -1,26 +1,28 @@
-"""ObjectDetector: a thin LightningModule around :func:`~lit_vision.models.detectors.build_detector`.
+"""ObjectDetector: a thin LightningModule around a detector architecture (:mod:`lit_vision.models.detection`).
 
 Validation and test metrics are COCO AP/AR computed by :func:`~lit_vision.evaluation.coco.evaluate_coco`
 (pycocotools-identical), the same function behind ``lit-vision eval-coco``, so training and offline
 evaluation report the same numbers. Each rank accumulates its predictions as COCO results in original
 image pixels; at epoch end they are gathered (``all_gather_object``), evaluated once on rank 0 against
-the DataModule's ``ground_truth(split)``, and the scalars are broadcast so every rank logs identical values.
+the ground truth the DataModule handed over (:attr:`~lit_vision.contracts.DataInfo.ground_truth`), and the
+scalars are broadcast so every rank logs identical values.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
 import torch.distributed as dist
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lit_vision import distributed
-from lit_vision.data.detection_transforms import boxes_to_original
+from lit_vision.backbones import create_backbone
 from lit_vision.evaluation.coco import evaluate_coco
-from lit_vision.models.detectors import Architecture, build_detector
-from lit_vision.tasks.base import VisionTask, resolve_classes
+from lit_vision.geometry import boxes_to_original
+from lit_vision.models.detection import DetectorArchitecture
+from lit_vision.tasks.base import VisionTask
 
 
 class ObjectDetector(VisionTask):
@@ -34,20 +36,18 @@ class ObjectDetector(VisionTask):
     :meth:`to_coco_results` (what gets evaluated), :meth:`parameter_groups` (optimizer groups).
 
     Args:
-        architecture: ``"faster_rcnn"``, ``"retinanet"``, ``"fcos"`` or ``"yolo"``.
+        architecture: a registered name (``"faster_rcnn"``, ``"retinanet"``, ``"fcos"``, ``"yolo"``: the
+            architecture with its defaults) or an architecture object with its options, in YAML
+            ``{class_path: lit_vision.models.detection.YOLO, init_args: {neck_channels: 64}}`` or on the command
+            line ``--model.architecture YOLO --model.architecture.neck_channels 64``. Your own: a
+            :class:`~lit_vision.models.detection.DetectorArchitecture` subclass, by ``class_path``.
         backbone: registry name, e.g. ``"tv/resnet50"``.
         num_classes, class_names: normally linked from the data; ``num_classes`` may be derived from names.
         pretrained, backbone_kwargs: see :func:`~lit_vision.backbones.create_backbone`.
-        backbone_out_indices, fpn_channels, image_size, min_size, max_size, anchor_sizes, aspect_ratios,
-            scales_per_octave, focal_alpha, focal_gamma, score_thresh, nms_thresh, detections_per_img:
-            see :func:`~lit_vision.models.detectors.build_detector`. Link ``image_size`` from the
-            DataModule so the detector does not resize a second time.
-        detector_kwargs: further arguments of the detector's constructor (torchvision's, e.g. Faster R-CNN's
-            ``rpn_post_nms_top_n_train``; YOLO's ``neck_depth``, ``reg_max``, loss gains, assigner ``top_k``/
-            ``alpha``/``beta``).
+        image_size: the DataModule's ``image_size`` (linked by the CLI): the longer side its presets resize to.
         per_class_ap: also log AP@[.5:.95] per category as ``<stage>/ap/<class name>`` (``nan`` - not
             logged - for categories without ground truth in the split).
-        optimizer, lr_scheduler, lr_scheduler_interval, no_weight_decay_norm_bias: see
+        **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``, ``no_weight_decay_norm_bias``: see
             :class:`~lit_vision.tasks.base.VisionTask`.
     """
 
@@ -55,37 +55,20 @@ class ObjectDetector(VisionTask):
 
     def __init__(
         self,
-        architecture: Architecture = "retinanet",
+        architecture: DetectorArchitecture | str = "retinanet",
         backbone: str = "tv/resnet50",
         num_classes: int | None = None,
         class_names: list[str] | None = None,
         pretrained: bool | str = False,
         backbone_kwargs: dict[str, Any] | None = None,
-        backbone_out_indices: list[int] | None = None,
-        fpn_channels: int = 256,
         image_size: int | None = None,
-        min_size: int = 800,
-        max_size: int = 1333,
-        anchor_sizes: list[Any] | None = None,
-        aspect_ratios: list[float] | None = None,
-        scales_per_octave: int = 3,
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
-        score_thresh: float = 0.05,
-        nms_thresh: float = 0.5,
-        detections_per_img: int = 100,
-        detector_kwargs: dict[str, Any] | None = None,
         per_class_ap: bool = False,
-        optimizer: OptimizerCallable | None = None,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        lr_scheduler_interval: Literal["step", "epoch"] = "step",
-        no_weight_decay_norm_bias: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, no_weight_decay_norm_bias)
-        num_classes, names = resolve_classes("ObjectDetector", num_classes, class_names)
-        self.save_hyperparameters()
-        self._drop_unserializable_hparams()
-        self.num_classes, self.class_names = num_classes, names
+        super().__init__(num_classes, class_names, **kwargs)
+        self.architecture = DetectorArchitecture.resolve(architecture)
+        if not isinstance(self.hparams["architecture"], (str, Mapping)):  # an object given from Python
+            self.hparams["architecture"] = self.architecture.config()  # its {class_path, init_args} when plain
         self.model = self.build_model()
         self._results: dict[int, list[dict[str, Any]]] = {}
         self._gt_cache: dict[str, Any] | None = None
@@ -94,27 +77,15 @@ class ObjectDetector(VisionTask):
 
     # ------------------------------------------------------------------ extension points
     def build_model(self) -> nn.Module:
+        """The registry backbone (the stages the architecture asks for) and the architecture built on it."""
         hp = self.hparams
-        return build_detector(
-            hp.architecture, hp.backbone, self.num_classes, pretrained=hp.pretrained,
-            backbone_kwargs=hp.backbone_kwargs, backbone_out_indices=tuple(hp.backbone_out_indices or (-3, -2, -1)),
-            fpn_channels=hp.fpn_channels, image_size=hp.image_size, min_size=hp.min_size, max_size=hp.max_size,
-            anchor_sizes=hp.anchor_sizes, aspect_ratios=tuple(hp.aspect_ratios or (0.5, 1.0, 2.0)),
-            scales_per_octave=hp.scales_per_octave, focal_alpha=hp.focal_alpha, focal_gamma=hp.focal_gamma,
-            score_thresh=hp.score_thresh, nms_thresh=hp.nms_thresh, detections_per_img=hp.detections_per_img,
-            **(hp.detector_kwargs or {}),
-        )
+        backbone = create_backbone(hp.backbone, pretrained=hp.pretrained,
+                                   out_indices=list(self.architecture.backbone_out_indices), **(hp.backbone_kwargs or {}))
+        return self.architecture.build(backbone, self.num_classes, hp.image_size)
 
     def compute_loss(self, losses: dict[str, Tensor]) -> Tensor:
         """The optimised objective: the plain sum of the detector's loss terms (torchvision's recipe)."""
         return sum(losses.values())  # type: ignore[return-value]
-
-    def _label_to_category_id(self, gt: dict[str, Any]) -> dict[int, int]:
-        dm = self.trainer.datamodule if self._trainer is not None else None
-        mapping = getattr(dm, "label_to_category_id", None)
-        if mapping is not None:
-            return dict(mapping)
-        return {i: c["id"] for i, c in enumerate(gt["categories"])}
 
     def to_coco_results(self, predictions: list[dict[str, Tensor]], targets: list[dict[str, Any]],
                         label_to_category_id: dict[int, int]) -> dict[int, list[dict[str, Any]]]:
@@ -145,15 +116,12 @@ class ObjectDetector(VisionTask):
         return loss
 
     def _ground_truth(self, stage: str) -> dict[str, Any] | None:
-        dm = self.trainer.datamodule if self._trainer is not None else None
-        getter = getattr(dm, "ground_truth", None)
+        """The ground truth the DataModule handed over; ``None`` (evaluation skipped, with a warning) without one."""
+        getter = self.data_info.ground_truth
         if getter is None:
+            rank_zero_warn(f"the data gave no {stage} ground truth (DataInfo.ground_truth): COCO evaluation skipped")
             return None
-        try:
-            return getter(stage)
-        except Exception as err:  # noqa: BLE001 - a predict-only DataModule may refuse: skip evaluation
-            rank_zero_warn(f"no {stage} ground truth ({err}): COCO evaluation skipped")
-            return None
+        return getter(stage)
 
     def _eval_step(self, batch: dict[str, Any]) -> None:
         predictions = self.model(batch["image"])
@@ -164,7 +132,10 @@ class ObjectDetector(VisionTask):
     def _eval_epoch_start(self, stage: str) -> None:
         self._results = {}
         self._gt_cache = self._ground_truth(stage)
-        self._mapping = self._label_to_category_id(self._gt_cache) if self._gt_cache is not None else {}
+        mapping = self.data_info.label_to_category_id
+        if self._gt_cache is not None and mapping is None:
+            mapping = {i: c["id"] for i, c in enumerate(self._gt_cache["categories"])}
+        self._mapping = dict(mapping or {})
 
     def _eval_epoch_end(self, stage: str) -> None:
         if self._gt_cache is None:

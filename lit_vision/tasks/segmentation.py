@@ -1,4 +1,4 @@
-"""SemanticSegmenter: a thin LightningModule around :func:`~lit_vision.models.segmenters.build_segmenter`.
+"""SemanticSegmenter: a thin LightningModule around a segmentation architecture (:mod:`lit_vision.models.segmentation`).
 
 Loss: cross-entropy with the ignore index (optional class weights), plus an optional auxiliary-head term
 and an optional soft Dice term. Metrics: one torchmetrics confusion matrix per stage, accumulated over the
@@ -13,17 +13,21 @@ they overlap, as mmsegmentation's ``slide_inference`` does (no library offers it
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from lit_vision.models.segmenters import build_segmenter
-from lit_vision.data.segmentation_transforms import restore_size
-from lit_vision.evaluation.segmentation import metrics_from_confusion, segmentation_confusion_matrix
-from lit_vision.tasks.base import VisionTask, resolve_classes
+from lit_vision.callbacks.mask_writer import SegmentationMaskWriter
+from lit_vision.evaluation.segmentation import (
+    metrics_from_confusion,
+    segmentation_confusion_matrix,
+)
+from lit_vision.geometry import restore_size
+from lit_vision.models.segmentation import SegmentationArchitecture, build_segmenter
+from lit_vision.tasks.base import VisionTask
 
 
 def dice_loss(logits: Tensor, target: Tensor, ignore_index: int = 255, eps: float = 1.0) -> Tensor:
@@ -74,12 +78,15 @@ class SemanticSegmenter(VisionTask):
     Extension points: :meth:`build_model`, :meth:`compute_loss`, :meth:`infer`, :meth:`parameter_groups`.
 
     Args:
-        architecture: ``"fcn"``, ``"unet"``, ``"deeplabv3"`` or ``"deeplabv3plus"``.
+        architecture: a registered name (``"fcn"``, ``"unet"``, ``"deeplabv3"``, ``"deeplabv3plus"``: the
+            architecture with its defaults) or an architecture object with its options, in YAML
+            ``{class_path: lit_vision.models.segmentation.DeepLabV3, init_args: {atrous_rates: [12, 24, 36]}}`` or
+            ``--model.architecture DeepLabV3 --model.architecture.aspp_channels 128``. Your own: a
+            :class:`~lit_vision.models.segmentation.SegmentationArchitecture` subclass, by ``class_path``.
         backbone: registry name (``None`` with ``unet``: the classic U-Net encoder, 64 -> 1024 channels).
         num_classes, class_names: normally linked from the data.
-        pretrained, backbone_kwargs, output_stride, segmenter_kwargs: see
-            :func:`~lit_vision.models.segmenters.build_segmenter` (``output_stride`` 8 or 16 dilates the
-            backbone where it supports it; ``segmenter_kwargs`` e.g. ``{"atrous_rates": [6, 12, 18]}``).
+        pretrained, backbone_kwargs, output_stride: see :func:`~lit_vision.models.segmentation.build_segmenter`
+            (``output_stride`` 8 or 16 dilates the backbone where it supports it).
         aux_loss, aux_weight: auxiliary FCN head on the stride-16 stage and its loss weight (torchvision's
             reference: 0.5).
         ignore_index: label of pixels left out of loss and metrics.
@@ -87,23 +94,22 @@ class SemanticSegmenter(VisionTask):
         dice_weight: weight of an added soft Dice loss (0 = off).
         inference: ``"whole"`` or ``"slide"``; ``window_size``/``window_stride`` for sliding windows
             (default: 512 / two thirds of the window).
-        optimizer, lr_scheduler, lr_scheduler_interval, no_weight_decay_norm_bias: see
+        **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``, ``no_weight_decay_norm_bias``: see
             :class:`~lit_vision.tasks.base.VisionTask`.
     """
 
     monitor_metric = "val/miou"
-    prediction_writer = "lit_vision.callbacks.SegmentationMaskWriter"  # what ``lit-vision predict`` adds
+    prediction_writer = SegmentationMaskWriter  # what ``lit-vision predict`` adds: palette PNGs + JSON lines
 
     def __init__(
         self,
-        architecture: Literal["fcn", "unet", "deeplabv3", "deeplabv3plus"] = "deeplabv3",
+        architecture: SegmentationArchitecture | str = "deeplabv3",
         backbone: str | None = "tv/resnet50",
         num_classes: int | None = None,
         class_names: list[str] | None = None,
         pretrained: bool | str = False,
         backbone_kwargs: dict[str, Any] | None = None,
         output_stride: int | None = None,
-        segmenter_kwargs: dict[str, Any] | None = None,
         aux_loss: bool = False,
         aux_weight: float = 0.5,
         ignore_index: int = 255,
@@ -112,30 +118,26 @@ class SemanticSegmenter(VisionTask):
         inference: Literal["whole", "slide"] = "whole",
         window_size: int | None = None,
         window_stride: int | None = None,
-        optimizer: OptimizerCallable | None = None,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        lr_scheduler_interval: Literal["step", "epoch"] = "step",
-        no_weight_decay_norm_bias: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, no_weight_decay_norm_bias)
-        num_classes, names = resolve_classes("SemanticSegmenter", num_classes, class_names)
-        if class_weights is not None and len(class_weights) != num_classes:
-            raise ValueError(f"class_weights has {len(class_weights)} entries for {num_classes} classes")
-        self.save_hyperparameters()
-        self._drop_unserializable_hparams()
-        self.num_classes, self.class_names = num_classes, names
+        super().__init__(num_classes, class_names, **kwargs)
+        if class_weights is not None and len(class_weights) != self.num_classes:
+            raise ValueError(f"class_weights has {len(class_weights)} entries for {self.num_classes} classes")
+        self.architecture = SegmentationArchitecture.resolve(architecture)
+        if not isinstance(self.hparams["architecture"], (str, Mapping)):  # an object given from Python
+            self.hparams["architecture"] = self.architecture.config()  # its {class_path, init_args} when plain
         self.model = self.build_model()
         weights = torch.tensor(class_weights, dtype=torch.float) if class_weights is not None else None
         self.register_buffer("class_weights", weights, persistent=False)
-        self.confusion = nn.ModuleDict({s: segmentation_confusion_matrix(num_classes, ignore_index)
+        self.confusion = nn.ModuleDict({s: segmentation_confusion_matrix(self.num_classes, ignore_index)
                                         for s in ("val", "test")})
 
     # ------------------------------------------------------------------ extension points
     def build_model(self) -> nn.Module:
         hp = self.hparams
-        return build_segmenter(hp.architecture, hp.backbone, self.num_classes, pretrained=hp.pretrained,
+        return build_segmenter(self.architecture, hp.backbone, self.num_classes, pretrained=hp.pretrained,
                                backbone_kwargs=hp.backbone_kwargs, output_stride=hp.output_stride,
-                               aux_loss=hp.aux_loss, **(hp.segmenter_kwargs or {}))
+                               aux_loss=hp.aux_loss)
 
     def compute_loss(self, outputs: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
         """Loss terms; ``"loss"`` is what is optimised: CE + aux_weight * aux CE + dice_weight * Dice."""

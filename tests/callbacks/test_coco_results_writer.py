@@ -1,4 +1,4 @@
-"""CocoResultsWriter: category ids through the DataModule's map, plain-image ids and sidecar, DDP merge on rank 0."""
+"""CocoResultsWriter: category ids through the task's DataInfo map, plain-image ids and sidecar, DDP merge on rank 0."""
 
 from __future__ import annotations
 
@@ -12,6 +12,12 @@ import pytest
 import lit_vision.callbacks.coco_results_writer as crw
 from lit_vision import distributed
 from lit_vision.callbacks import CocoResultsWriter
+from lit_vision.contracts import DataInfo
+
+
+def task_with(mapping: dict[int, int] | None) -> SimpleNamespace:
+    """What the writer reads from the task: the DataInfo the DataModule handed over at setup."""
+    return SimpleNamespace(data_info=DataInfo(class_names=[], label_to_category_id=mapping))
 
 
 def row(image_id: int, path: str, boxes: list[list[float]], label_ids: list[int], scores: list[float]) -> dict[str, Any]:
@@ -22,15 +28,15 @@ def row(image_id: int, path: str, boxes: list[list[float]], label_ids: list[int]
 
 def write(tmp_path: Path, batches: list[list[dict[str, Any]]], mapping: dict[int, int] | None) -> CocoResultsWriter:
     """Feed ``batches`` through the writer's hooks as the predict loop would, then end the epoch."""
-    dm = SimpleNamespace(label_to_category_id=mapping) if mapping is not None else SimpleNamespace()
-    trainer = SimpleNamespace(log_dir=str(tmp_path), default_root_dir=str(tmp_path), datamodule=dm)
+    trainer = SimpleNamespace(log_dir=str(tmp_path), default_root_dir=str(tmp_path))
+    task = task_with(mapping)
     writer = CocoResultsWriter()
-    writer.on_predict_start(trainer, None)
+    writer.on_predict_start(trainer, task)
     start = 0
     for i, batch in enumerate(batches):
-        writer.write_on_batch_end(trainer, None, batch, list(range(start, start + len(batch))), None, i, 0)
+        writer.write_on_batch_end(trainer, task, batch, list(range(start, start + len(batch))), None, i, 0)
         start += len(batch)
-    writer.on_predict_epoch_end(trainer, None)
+    writer.on_predict_epoch_end(trainer, task)
     return writer
 
 
@@ -77,12 +83,11 @@ def test_ranks_are_gathered_in_dataset_order_and_padding_duplicates_dropped(tmp_
     monkeypatch.setattr(crw.dist, "get_world_size", lambda: 2)
     monkeypatch.setattr(crw.dist, "get_rank", lambda: 0)
     monkeypatch.setattr(crw.dist, "all_gather_object", lambda out, obj: out.__setitem__(slice(None), [obj, other]))
-    trainer = SimpleNamespace(log_dir=str(tmp_path), default_root_dir=str(tmp_path),
-                              datamodule=SimpleNamespace(label_to_category_id={0: 3, 1: 7}))
+    trainer = SimpleNamespace(log_dir=str(tmp_path), default_root_dir=str(tmp_path))
     writer = CocoResultsWriter(output_path=str(tmp_path / "out" / "dets.json"))
-    writer.on_predict_start(trainer, None)
+    writer.on_predict_start(trainer, task_with({0: 3, 1: 7}))
     writer._rows = list(mine)
-    writer.on_predict_epoch_end(trainer, None)
+    writer.on_predict_epoch_end(trainer, task_with({0: 3, 1: 7}))
     assert writer.path == tmp_path / "out" / "dets.json"
     images = json.loads((tmp_path / "out" / "dets.images.json").read_text())
     assert [(i["id"], i["file_name"]) for i in images] == [(1, "p0.png"), (2, "p1.png"), (3, "p2.png")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from lit_vision import distributed
-from lit_vision.data.coco import COCODetectionDataModule
-from lit_vision.data.detection_transforms import boxes_to_original, detection_collate
-from lit_vision.data.shapes import shapes_paths, write_shapes
+from lit_vision.data.detection.coco import COCODetectionDataModule
+from lit_vision.data.detection.transforms import detection_collate
+from lit_vision.geometry import boxes_to_original
+from lit_vision.data.embedded.shapes import shapes_paths, write_shapes
 from lit_vision.evaluation.coco import evaluate_coco
+from lit_vision.models.detection import FCOS, DetectorArchitecture
 from lit_vision.tasks.detection import ObjectDetector
 
 SIZE = 64
@@ -31,22 +34,33 @@ def shapes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def datamodule(train_json: Path, images: Path, val_json: Path | None = None, **kw: Any) -> COCODetectionDataModule:
     """Train and validate on the same images: a few dozen steps must visibly overfit them."""
-    kw = dict(image_size=SIZE, batch_size=4, num_workers=0, hflip=False, scale_jitter=None) | kw
+    kw = dict(image_size=SIZE, batch_size=4, num_workers=0, hflip=False, scale_range=None) | kw
     return COCODetectionDataModule(str(images), str(train_json), str(images), str(val_json or train_json), **kw)
 
 
+def tiny_architecture(architecture: str, **options: Any) -> DetectorArchitecture:
+    """A narrow architecture for 64-px images: 32-wide neck, small anchors, fewer Faster R-CNN proposals."""
+    levels = 4 if architecture == "faster_rcnn" else 5
+    width = {"neck_channels": 32} if architecture == "yolo" else {"fpn_channels": 32}
+    defaults: dict[str, Any] = {"score_thresh": 0.01, **width}
+    if architecture in ("faster_rcnn", "retinanet"):
+        defaults["anchor_sizes"] = [SIZE // 8 * 2**i for i in range(levels)]
+    if architecture == "faster_rcnn":  # fewer proposals and RoI samples: tiny images hold a handful of objects
+        defaults["torchvision_kwargs"] = {"rpn_pre_nms_top_n_train": 500, "rpn_post_nms_top_n_train": 200,
+                                          "rpn_pre_nms_top_n_test": 300, "rpn_post_nms_top_n_test": 100,
+                                          "box_batch_size_per_image": 128}
+    return DetectorArchitecture.registry[architecture](**(defaults | options))
+
+
 def detector(architecture: str, dm: COCODetectionDataModule, lr: float | None = None, **kw: Any) -> ObjectDetector:
+    """The task on a tiny architecture; ``kw`` holds task arguments and architecture options alike."""
     torch.manual_seed(0)
     lr = lr or (3e-3 if architecture == "yolo" else 1e-3)
-    levels = 4 if architecture == "faster_rcnn" else 5
-    kw = dict(fpn_channels=32, image_size=SIZE, score_thresh=0.01, anchor_sizes=[SIZE // 8 * 2**i for i in range(levels)]) | kw
-    if architecture == "faster_rcnn":  # fewer proposals and RoI samples: tiny images hold a handful of objects
-        kw.setdefault("detector_kwargs", {"rpn_pre_nms_top_n_train": 500, "rpn_post_nms_top_n_train": 200,
-                                          "rpn_pre_nms_top_n_test": 300, "rpn_post_nms_top_n_test": 100,
-                                          "box_batch_size_per_image": 128})
+    task_args = set(inspect.signature(ObjectDetector.__init__).parameters)
+    options = {k: kw.pop(k) for k in list(kw) if k not in task_args}
     return ObjectDetector(
-        architecture, "tv/resnet18", num_classes=dm.num_classes, class_names=dm.class_names,
-        optimizer=functools.partial(torch.optim.Adam, lr=lr),
+        tiny_architecture(architecture, **options), "tv/resnet18", num_classes=dm.num_classes,
+        class_names=dm.class_names, image_size=SIZE, optimizer=functools.partial(torch.optim.Adam, lr=lr),
         lr_scheduler=functools.partial(torch.optim.lr_scheduler.ConstantLR, factor=1.0), **kw,
     )
 
@@ -138,7 +152,7 @@ def test_predict_step_returns_names_and_original_coordinates(shapes: dict[str, P
 
 
 def test_class_names_in_hparams_and_num_classes_checks() -> None:
-    model = ObjectDetector("fcos", "tv/resnet18", class_names=["a", "b"], fpn_channels=32, image_size=SIZE)
+    model = ObjectDetector(FCOS(fpn_channels=32), "tv/resnet18", class_names=["a", "b"], image_size=SIZE)
     assert model.num_classes == 2 and model.hparams.class_names == ["a", "b"]
     assert model.monitor_metric == "val/map"
     with pytest.raises(ValueError, match="class_names"):
@@ -182,7 +196,9 @@ def test_checkpoint_restores_weights_and_class_names(shapes: dict[str, Path], tm
     trainer.fit(model, datamodule=dm)
     trainer.save_checkpoint(tmp_path / "det.ckpt")
     restored = ObjectDetector.load_from_checkpoint(tmp_path / "det.ckpt")
-    assert restored.class_names == dm.class_names and restored.hparams.architecture == "fcos"
+    assert restored.class_names == dm.class_names
+    # The architecture object travels as its config and comes back with every option.
+    assert type(restored.architecture) is FCOS and vars(restored.architecture) == vars(model.architecture)
     for a, b in zip(model.state_dict().values(), restored.state_dict().values()):
         assert torch.equal(a, b)
 
@@ -191,15 +207,16 @@ DDP_SCRIPT = """
 import functools, json, sys
 import lightning.pytorch as pl
 import torch
-from lit_vision.data.coco import COCODetectionDataModule
+from lit_vision.data.detection.coco import COCODetectionDataModule
+from lit_vision.models.detection import FCOS
 from lit_vision.tasks.detection import ObjectDetector
 
 images, ann, out = sys.argv[1:4]
 dm = COCODetectionDataModule(images, ann, images, ann, image_size=64, batch_size=3, num_workers=0, hflip=False,
-                             scale_jitter=None)
+                             scale_range=None)
 torch.manual_seed(0)
-model = ObjectDetector("fcos", "tv/resnet18", num_classes=dm.num_classes, class_names=dm.class_names,
-                       fpn_channels=64, image_size=64, score_thresh=0.0, detections_per_img=10)
+model = ObjectDetector(FCOS(fpn_channels=64, score_thresh=0.0, detections_per_img=10), "tv/resnet18",
+                       num_classes=dm.num_classes, class_names=dm.class_names, image_size=64)
 trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_progress_bar=False,
                      enable_model_summary=False)
 trainer.validate(model, datamodule=dm, verbose=False)

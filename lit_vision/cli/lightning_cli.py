@@ -1,0 +1,202 @@
+"""The ``fit`` / ``validate`` / ``test`` / ``predict`` subcommands: LightningCLI with lit_vision's links and defaults.
+
+* ``num_classes``/``class_names`` link from the data to the model at instantiation (never typed twice), and
+  the data's ``image_size`` reaches a model that takes one (detection) unless the model sets its own.
+* ``predict --ckpt_path`` hands the checkpoint's class names to a DataModule that asks for them
+  (:meth:`~lit_vision.data.base.SplitDataModule.wants_checkpoint_classes`).
+* Without a configured ``ModelCheckpoint``, the best epoch by the task's ``monitor_metric`` is kept (plus
+  ``last.ckpt``); ``predict`` adds the task's ``prediction_writer`` class.
+* Errors before training (bad argument, unknown option, missing data, data check) print one short
+  message and the usage line; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+# Imported for their side effect: LightningCLI resolves short class names among imported subclasses.
+import lit_vision.callbacks  # noqa: F401
+import lit_vision.data  # noqa: F401
+import lit_vision.loggers  # noqa: F401
+import lit_vision.tasks  # noqa: F401
+from lit_vision.callbacks.coco_results_writer import CocoResultsWriter
+from lit_vision.callbacks.prediction_writer import JsonlPredictionWriter
+from lit_vision.cli.errors import CLIError, condense_parser_error, short_exception
+from lit_vision.data.base import SplitDataModule
+from lit_vision.data.checks import DataError
+
+
+class LitVisionParser(LightningArgumentParser):
+    """A parser whose errors are one readable message (see :func:`~lit_vision.cli.errors.condense_parser_error`)."""
+
+    debug = False
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if self.debug or not self.exit_on_error:
+            super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        raise CLIError(condense_parser_error(message, parser), usage=short_usage(parser.prog))
+
+
+def short_usage(prog: str) -> str:
+    prog = prog.replace(" [options]", "")
+    return (f"usage: {prog} [--config RECIPE.yaml] [--model ...] [--data ...] [--trainer ...] [--ckpt_path ...]\n"
+            f"       ({prog} --help lists every option)")
+
+
+def _class_of(config: Any) -> type | None:
+    """The class named by a ``{class_path, init_args}`` config, if it can be imported."""
+    path = config.get("class_path") if isinstance(config, Mapping) or hasattr(config, "get") else None
+    if not path:
+        return None
+    module, _, name = str(path).rpartition(".")
+    try:
+        return getattr(__import__(module, fromlist=[name]), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+class LitVisionCLI(LightningCLI):
+    """LightningCLI that links ``num_classes``/``class_names`` (and ``image_size``) from the data into the model."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # The user never types num_classes: the DataModule knows it once it has scanned its data.
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        data_cfg, model_cfg = cfg.get("data"), cfg.get("model")
+        data_args = data_cfg.get("init_args") if data_cfg else None
+        model_args = model_cfg.get("init_args") if model_cfg else None
+        if data_args is None or model_args is None:
+            return
+        # image_size: the data's presets resize to it, and a model that needs it (detection) takes the same.
+        if "image_size" in model_args and model_args.get("image_size") is None and data_args.get("image_size"):
+            model_args["image_size"] = data_args["image_size"]
+        # Prediction from a checkpoint alone: Lightning has already put the checkpoint's hyper-parameters
+        # into the model's arguments (--ckpt_path), so that is where the class names are.
+        data_class = _class_of(data_cfg)
+        if (isinstance(data_class, type) and issubclass(data_class, SplitDataModule)
+                and data_class.wants_checkpoint_classes(dict(data_args)) and model_args.get("class_names") is not None):
+            data_args["class_names"] = list(model_args["class_names"])
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        self._monitor_best_checkpoint(trainer)
+        writer_class = getattr(self.model, "prediction_writer", JsonlPredictionWriter)
+        if self.subcommand == "predict" and not any(isinstance(c, (writer_class, JsonlPredictionWriter))
+                                                    for c in trainer.callbacks):
+            trainer.callbacks.append(writer_class())
+        return trainer
+
+    def _monitor_best_checkpoint(self, trainer: Trainer) -> None:
+        """Without a configured ModelCheckpoint, keep the best epoch by the task's metric (plus ``last.ckpt``).
+
+        Lightning's default checkpoint only keeps the latest epoch, which is rarely the one a researcher
+        wants to evaluate or predict with.
+        """
+        monitor = getattr(self.model, "monitor_metric", None)
+        checkpoints = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+        if monitor is None or len(checkpoints) != 1 or checkpoints[0].monitor is not None:
+            return
+        configured = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        if any("ModelCheckpoint" in str(c.get("class_path", "")) for c in (configured.trainer.callbacks or [])):
+            return  # the user asked for an unmonitored checkpoint explicitly
+        best = ModelCheckpoint(monitor=monitor, mode="max", save_top_k=1, save_last=True,
+                               filename="best-epoch{epoch:03d}-" + monitor.replace("/", "_") + "={" + monitor + ":.4f}",
+                               auto_insert_metric_name=False)
+        trainer.callbacks[trainer.callbacks.index(checkpoints[0])] = best
+
+    def after_fit(self) -> None:
+        """Print the final validation metrics and where the best checkpoint is."""
+        trainer = self.trainer
+        if not trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if metrics:
+            print("\nValidation summary (last epoch):")
+            for k in sorted(metrics):
+                print(f"  {k:<16} {metrics[k]:.4f}")
+        ckpt = trainer.checkpoint_callback
+        if isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_path:
+            score = f"{float(ckpt.best_model_score):.4f}" if ckpt.best_model_score is not None else "n/a"
+            print(f"  best {ckpt.monitor or 'checkpoint'}: {score}  ->  {ckpt.best_model_path}")
+
+    def after_predict(self) -> None:
+        """Print where the prediction writers put their files (JSON lines; COCO results when asked for)."""
+        if not self.trainer.is_global_zero:
+            return
+        for c in self.trainer.callbacks:
+            if isinstance(c, JsonlPredictionWriter) and c.path is not None:
+                print(f"Predictions written to {c.path}")
+                if getattr(c, "mask_dir", None) is not None:
+                    print(f"  masks (palette PNGs) in {c.mask_dir}")
+        for c in self.trainer.callbacks:
+            if isinstance(c, CocoResultsWriter) and c.path is not None:
+                print(f"COCO results written to {c.path}")
+                if c.images_path is not None:
+                    print(f"  image ids of the plain images listed in {c.images_path}")
+
+
+def _cli_kwargs(debug: bool) -> dict[str, Any]:
+    return {
+        "parser_class": type("LitVisionParser", (LitVisionParser,), {"debug": debug}),
+        "trainer_defaults": {
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+        },
+        "save_config_kwargs": {"overwrite": True},
+        "parser_kwargs": {"parser_mode": "omegaconf"},
+        "auto_configure_optimizers": False,
+    }
+
+
+def run_cli(args: list[str] | dict | None = None, run: bool = True, debug: bool = True) -> LitVisionCLI:
+    """Build (and by default run) the CLI; ``args`` as on the command line, or ``None`` for ``sys.argv``.
+
+    With ``run=False`` there is no subcommand (LightningCLI's convention): ``args`` start with the options.
+    ``debug=True`` (the default from Python) keeps jsonargparse's own errors; the console script condenses them.
+    """
+    return LitVisionCLI(args=args, run=run, **_cli_kwargs(debug))
+
+
+class _MainCLI(LitVisionCLI):
+    """The console script's CLI: notes when the subcommand starts, so errors before it can be shown short."""
+
+    started = False
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        type(self).started = True
+        super()._run_subcommand(subcommand)
+
+
+def run_main(argv: list[str], debug: bool = False) -> int:
+    """``lit-vision <subcommand> ...``: run it; errors before training (and data errors) as one message."""
+    prog = f"lit-vision {argv[0]}"
+    cli_class = type("MainCLI", (_MainCLI,), {"started": False})
+    try:
+        # LightningCLI warns when given args that are also in sys.argv: let it read sys.argv when they agree.
+        cli_class(args=None if sys.argv[1:] == argv else argv, run=True, **_cli_kwargs(debug))
+    except CLIError as err:
+        print(f"{err.usage}\n{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except SystemExit as err:  # --help, --print_config
+        return err.code if isinstance(err.code, int) else (0 if err.code is None else 2)
+    except DataError as err:  # found in __init__ or in setup, before the first step: the message names the file
+        if debug:
+            raise
+        print(f"{prog}: error: {err}\n(run with --debug, or LIT_VISION_DEBUG=1, for the traceback)", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001
+        if debug or cli_class.started:  # a failure during the run: the full traceback is what helps
+            raise
+        print(f"{short_usage(prog)}\n{prog}: error: {short_exception(err)}\n"
+              f"(run with --debug, or LIT_VISION_DEBUG=1, for the traceback)", file=sys.stderr)
+        return 2
+    return 0

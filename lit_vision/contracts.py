@@ -1,0 +1,46 @@
+"""The contract between data and tasks: what a DataModule tells the task, once, at ``setup``.
+
+A task needs more from its data than batches: the class names (also linked into its constructor by the
+CLI, so a checkpoint carries them), the COCO category id of each label (for COCO results files), the
+ground truth to evaluate against, the palette to write masks with. The DataModule describes all of that
+in one :class:`DataInfo` and hands it to the task (:meth:`DataConsumer.connect_data`) at the end of its
+``setup``, before the first batch. The task never reaches into ``trainer.datamodule``, and a DataModule of
+your own only has to return a ``DataInfo`` to work with every task and writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass
+class DataInfo:
+    """What a DataModule tells its task.
+
+    Attributes:
+        class_names: names of labels ``0..K-1``.
+        label_to_category_id: detection: the COCO category id of each label (COCO files may number
+            categories sparsely, 1..90); ``None``: ``label + 1``.
+        ground_truth: detection: ``split -> COCO instances dict`` of that split (crowd and difficult regions
+            kept), what the COCO evaluation compares predictions with; ``None``: no evaluation possible
+            (e.g. predict-only data).
+        palette: segmentation: flat ``[r, g, b] * 256`` palette for writing predicted masks.
+        ignore_index: segmentation: label of pixels that carry no class.
+        extra: anything a task or callback of your own wants to pass along.
+    """
+
+    class_names: list[str]
+    label_to_category_id: dict[int, int] | None = None
+    ground_truth: Callable[[str], dict[str, Any]] | None = None
+    palette: list[int] | None = None
+    ignore_index: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class DataConsumer(Protocol):
+    """A LightningModule that wants to know its data: every lit_vision task is one."""
+
+    def connect_data(self, info: DataInfo) -> None: ...

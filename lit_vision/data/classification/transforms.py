@@ -1,0 +1,66 @@
+"""Transform presets for classification, built on ``torchvision.transforms.v2``.
+
+The presets follow the classic ImageNet recipe (RandomResizedCrop + flip + colour jitter for training,
+Resize + CenterCrop for evaluation). Everything that matters for small or unusual data (image size, crop
+scale, flipping, jitter strength, crop ratio, mean/std) is a parameter, because digits must not be
+flipped and 32-px images must not be cropped like 224-px photos.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchvision.transforms import v2
+
+from lit_vision.constants import IMAGENET_MEAN, IMAGENET_STD
+
+
+def classification_train_transforms(
+    image_size: int = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    scale_range: Sequence[float] = (0.08, 1.0),
+    hflip: bool = True,
+    color_jitter: float = 0.4,
+    ratio: Sequence[float] = (3 / 4, 4 / 3),
+) -> v2.Compose:
+    """Training preset: RandomResizedCrop, optional horizontal flip and colour jitter, normalize.
+
+    Images are converted to uint8 tensors first so every op runs on tensors (faster than PIL for the
+    small images tests and the demo use, and identical in meaning).
+    """
+    ops: list[v2.Transform] = [
+        v2.ToImage(),
+        v2.RandomResizedCrop(image_size, scale=tuple(scale_range), ratio=tuple(ratio), antialias=True),
+    ]
+    if hflip:
+        ops.append(v2.RandomHorizontalFlip())
+    if color_jitter > 0:
+        ops.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
+    return v2.Compose(ops)
+
+
+def classification_eval_transforms(
+    image_size: int = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    crop_pct: float = 0.875,
+) -> v2.Compose:
+    """Evaluation preset: resize the short side to ``image_size / crop_pct``, then centre-crop.
+
+    ``crop_pct=0.875`` is the classic 256 -> 224 ratio; ``1.0`` keeps the whole image (small images).
+    """
+    if not 0 < crop_pct <= 1:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    resize = int(round(image_size / crop_pct))
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize(resize, antialias=True),
+            v2.CenterCrop(image_size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(mean), std=list(std)),
+        ]
+    )

@@ -1,0 +1,182 @@
+"""A YOLOv8-style anchor-free detector: the module that wires its parts, and the ``yolo`` architecture.
+
+After the published YOLOv8 design, in our own code (no library provides one):
+
+* **Neck**: :class:`~lit_vision.necks.pan.PAN` over the backbone's stride-8/16/32 maps.
+* **Head**: :class:`~lit_vision.heads.detection.DecoupledHead` (box distributions + class logits per cell).
+* **Loss**: :class:`~lit_vision.heads.detection.YOLOLoss` (task-aligned assignment, BCE + CIoU + DFL).
+* **Post-processing**: sigmoid scores, a score threshold, the top ``pre_nms_top_n`` (point, class)
+  pairs, class-wise NMS (``torchvision.ops.batched_nms``), ``detections_per_img`` kept.
+
+:class:`YOLODetector` takes its parts built, as torchvision's detectors do; :class:`YOLO` (the
+architecture a task names) builds the defaults and lets a YAML inject any of them: ``neck``, ``head`` and
+``loss`` are factories (``class_path`` + ``init_args``; the channel counts and ``num_classes`` are filled in
+when the model is built), ``assigner`` an object.
+
+Same contract as the torchvision detectors: a list of float images in [0, 1] (any sizes; padded
+bottom-right to a multiple of the coarsest stride, normalised with the ImageNet mean/std inside), training
+returns a loss dict, evaluation a list of ``{"boxes", "labels", "scores"}`` in the coordinates of the
+given images.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import batched_nms
+
+from lit_vision.backbones import Backbone
+from lit_vision.constants import IMAGENET_MEAN, IMAGENET_STD
+from lit_vision.heads.detection import (
+    DecoupledHead,
+    YOLOLoss,
+    decode_boxes,
+    make_points,
+)
+from lit_vision.models.detection.base import DetectorArchitecture
+from lit_vision.necks.pan import PAN
+
+
+class YOLODetector(nn.Module):
+    """Backbone (strides s, 2s, 4s) -> neck -> head; the loss in training, decoding + NMS in evaluation.
+
+    Args:
+        backbone: registry backbone returning three maps whose reductions double (e.g. 8, 16, 32).
+        neck: maps the three backbone maps to three maps (``.out_channels``); e.g. :class:`PAN`.
+        head: returns per-level box logits ``[B, 4 * reg_max, H, W]`` and class logits ``[B, K, H, W]``
+            (``.num_classes``, ``.reg_max``); e.g. :class:`~lit_vision.heads.detection.DecoupledHead`.
+        loss: ``(cls_logits, box_logits, pred_boxes, points, strides, targets) -> dict of loss terms``.
+        score_thresh, nms_thresh, detections_per_img, pre_nms_top_n: post-processing (YOLOv8 evaluates
+            with ``score_thresh=0.001``, ``nms_thresh=0.7``, 300 detections).
+    """
+
+    def __init__(self, backbone: nn.Module, neck: nn.Module, head: nn.Module, loss: nn.Module,
+                 score_thresh: float = 0.05, nms_thresh: float = 0.5, detections_per_img: int = 100,
+                 pre_nms_top_n: int = 1000) -> None:
+        super().__init__()
+        reductions = [int(r) for r in backbone.reductions]
+        if len(reductions) != 3 or reductions[1] != 2 * reductions[0] or reductions[2] != 2 * reductions[1]:
+            raise ValueError(
+                f"the YOLO detector needs three backbone maps whose strides double (e.g. 8, 16, 32), got strides "
+                f"{reductions}: pass backbone_out_indices selecting three such stages")
+        self.backbone, self.neck, self.head, self.loss = backbone, neck, head, loss
+        self.strides = reductions
+        self.num_classes, self.reg_max = head.num_classes, head.reg_max
+        self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
+        self.detections_per_img, self.pre_nms_top_n = detections_per_img, pre_nms_top_n
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def batch_images(self, images: list[Tensor]) -> Tensor:
+        """Normalise and pad (bottom/right, zeros after normalisation) to a multiple of the coarsest stride."""
+        div = self.strides[-1]
+        h = math.ceil(max(im.shape[-2] for im in images) / div) * div
+        w = math.ceil(max(im.shape[-1] for im in images) / div) * div
+        batch = images[0].new_zeros(len(images), 3, h, w)
+        for i, im in enumerate(images):
+            batch[i, :, : im.shape[-2], : im.shape[-1]] = (im - self.mean[0]) / self.std[0]
+        return batch
+
+    def raw_outputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``cls_logits [B, A, K]``, ``box_logits [B, A, 4, R]``, ``points [A, 2]``, ``strides [A]``."""
+        feats = self.neck(self.backbone(x))
+        box_maps, cls_maps = self.head(feats)
+        b = x.shape[0]
+        box_logits = torch.cat([m.flatten(2) for m in box_maps], -1).transpose(1, 2).reshape(b, -1, 4, self.reg_max)
+        cls_logits = torch.cat([m.flatten(2) for m in cls_maps], -1).transpose(1, 2)
+        points, strides = make_points([m.shape[-2:] for m in box_maps], self.strides, x.device)
+        return cls_logits, box_logits, points, strides
+
+    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> Any:
+        cls_logits, box_logits, points, strides = self.raw_outputs(self.batch_images(images))
+        boxes = decode_boxes(box_logits.float(), points, strides)
+        if self.training:
+            if targets is None:
+                raise ValueError("a detector in training mode needs targets")
+            return self.loss(cls_logits, box_logits, boxes, points, strides, targets)
+        sizes = [tuple(im.shape[-2:]) for im in images]
+        return self.postprocess(cls_logits.float().sigmoid(), boxes, points, sizes)
+
+    @torch.no_grad()
+    def postprocess(self, scores: Tensor, boxes: Tensor, points: Tensor,
+                    sizes: Sequence[tuple[int, int]]) -> list[dict[str, Tensor]]:
+        """Per image: threshold, top-k (point, class) pairs, class-wise NMS, clip to the image."""
+        out = []
+        k = scores.shape[-1]
+        for s, b, (h, w) in zip(scores, boxes, sizes):
+            inside = (points[:, 0] < w) & (points[:, 1] < h)  # cells over the padding see no image
+            s = s * inside.unsqueeze(-1)
+            flat = s.flatten()
+            keep = (flat > self.score_thresh).nonzero().squeeze(1)
+            if keep.numel() > self.pre_nms_top_n:
+                keep = keep[flat[keep].topk(self.pre_nms_top_n).indices]
+            point_idx, labels = keep // k, keep % k
+            cand = b[point_idx].clone()
+            cand[:, 0::2] = cand[:, 0::2].clamp(0, w)
+            cand[:, 1::2] = cand[:, 1::2].clamp(0, h)
+            cand_scores = flat[keep]
+            valid = (cand[:, 2] > cand[:, 0]) & (cand[:, 3] > cand[:, 1])
+            cand, cand_scores, labels = cand[valid], cand_scores[valid], labels[valid]
+            kept = batched_nms(cand, cand_scores, labels, self.nms_thresh)[: self.detections_per_img]
+            out.append({"boxes": cand[kept], "labels": labels[kept], "scores": cand_scores[kept]})
+        return out
+
+
+class YOLO(DetectorArchitecture):
+    """The YOLO-style architecture: PAN neck, decoupled head, task-aligned DFL + CIoU loss (module docstring).
+
+    Args:
+        neck_channels: PAN width per level (one int, or three fine to coarse; YOLOv8-s: 128, 256, 512).
+        neck_depth: bottlenecks per C2f block.
+        reg_max: bins of each side's distance distribution.
+        box_gain, cls_gain, dfl_gain: weights of the loss terms (YOLOv8: 7.5, 0.5, 1.5).
+        assigner: which points learn which box (default the task-aligned assigner, YOLOv8's ``top_k=10``,
+            ``alpha=0.5``, ``beta=6.0``).
+        pre_nms_top_n: candidates kept before NMS.
+        neck: ``(in_channels) -> module`` (default :class:`PAN` with ``neck_channels``, ``neck_depth``).
+        head: ``(in_channels, num_classes) -> module`` (default ``DecoupledHead`` with ``reg_max``).
+        loss: ``(num_classes, reg_max) -> module`` (default ``YOLOLoss`` with the gains and ``assigner``).
+        **kwargs: ``backbone_out_indices`` (three stages whose strides double), ``score_thresh``,
+            ``nms_thresh``, ``detections_per_img``: see :class:`~lit_vision.models.detection.base.DetectorArchitecture`.
+    """
+
+    name = "yolo"
+
+    def __init__(
+        self,
+        neck_channels: int | list[int] = 256,
+        neck_depth: int = 1,
+        reg_max: int = 16,
+        box_gain: float = 7.5,
+        cls_gain: float = 0.5,
+        dfl_gain: float = 1.5,
+        assigner: nn.Module | None = None,
+        pre_nms_top_n: int = 1000,
+        neck: Callable[[Sequence[int]], nn.Module] | None = None,
+        head: Callable[[Sequence[int], int], nn.Module] | None = None,
+        loss: Callable[[int, int], nn.Module] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.neck_channels, self.neck_depth, self.reg_max = neck_channels, neck_depth, reg_max
+        self.box_gain, self.cls_gain, self.dfl_gain, self.assigner = box_gain, cls_gain, dfl_gain, assigner
+        self.pre_nms_top_n = pre_nms_top_n
+        self.neck, self.head, self.loss = neck, head, loss
+
+    def build(self, backbone: Backbone, num_classes: int, image_size: int | None = None) -> YOLODetector:
+        neck = self.neck(backbone.channels) if self.neck else PAN(backbone.channels, self.neck_channels, self.neck_depth)
+        head = self.head(neck.out_channels, num_classes) if self.head else DecoupledHead(neck.out_channels, num_classes,
+                                                                                        self.reg_max)
+        if hasattr(head, "init_bias"):
+            head.init_bias([int(r) for r in backbone.reductions], image_size or 640)
+        loss = (self.loss(num_classes, head.reg_max) if self.loss else
+                YOLOLoss(num_classes, head.reg_max, self.box_gain, self.cls_gain, self.dfl_gain, self.assigner))
+        return YOLODetector(backbone, neck, head, loss, self.score_thresh, self.nms_thresh, self.detections_per_img,
+                            self.pre_nms_top_n)
+
+
+__all__ = ["YOLO", "YOLODetector"]
