@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from collections.abc import Mapping
 from typing import Any, ClassVar, TypeVar
 
@@ -68,6 +69,27 @@ class Architecture:
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(f"unknown {cls.kind} {value!r}; choose one of {cls.choices()} (or give a class_path to your "
                          f"own {cls.__name__} subclass).{hint}")
+
+    @classmethod
+    def with_options(cls: type[A], architecture: A | str, options: Mapping[str, Any]) -> A:
+        """``architecture`` built with ``options`` (the one-call builders' form); unknown options are named with
+        the valid ones, so a typo does not surface as a bare TypeError."""
+        if isinstance(architecture, cls):
+            if options:
+                raise TypeError(f"options {sorted(options)} go to the architecture's constructor, not with an object")
+            return architecture
+        klass = type(cls.resolve(architecture))
+        valid = {}
+        for base in klass.__mro__:
+            for p in inspect.signature(base.__dict__.get("__init__", object.__init__)).parameters.values():
+                if p.default is not inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD:
+                    valid.setdefault(p.name, p.default)
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            listing = ", ".join(f"{k}={v!r}" for k, v in valid.items())
+            raise TypeError(f"architecture {klass.name or klass.__name__!r} does not take {unknown}; its options are: "
+                            f"{listing}")
+        return klass(**options)
 
     def config(self) -> dict[str, Any] | Architecture:
         """``{class_path, init_args}`` for a checkpoint's hyper-parameters; the object itself when an option is

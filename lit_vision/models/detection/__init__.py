@@ -48,12 +48,7 @@ def build_detector(
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
-    if isinstance(architecture, DetectorArchitecture):
-        if options:
-            raise TypeError(f"options {sorted(options)} go to the architecture's constructor, not with an object")
-        arch = architecture
-    else:
-        arch = type(DetectorArchitecture.resolve(architecture))(**options)
+    arch = DetectorArchitecture.with_options(architecture, options)
     body = create_backbone(backbone, pretrained=pretrained, out_indices=list(arch.backbone_out_indices),
                            **(backbone_kwargs or {}))
     return arch.build(body, num_classes, image_size)

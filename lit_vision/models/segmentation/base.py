@@ -14,7 +14,6 @@ the input's ``H x W``, in training and evaluation alike; any input size works. N
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -75,18 +74,6 @@ class Segmenter(nn.Module):
         return out
 
 
-def _options_error(cls: type, options: dict[str, Any]) -> TypeError | None:
-    """Name the valid options: a typo in a YAML should not surface as a bare TypeError deep inside."""
-    params = [p for p in inspect.signature(cls.__init__).parameters.values()
-              if p.default is not inspect.Parameter.empty]
-    unknown = sorted(set(options) - {p.name for p in params})
-    if not unknown:
-        return None
-    listing = ", ".join(f"{p.name}={p.default!r}" for p in params)
-    return TypeError(f"architecture {getattr(cls, 'name', cls.__name__)!r} does not take {unknown}; its options are: "
-                     f"{listing}")
-
-
 def build_segmenter(
     architecture: SegmentationArchitecture | str,
     backbone: str | None,
@@ -115,16 +102,7 @@ def build_segmenter(
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    if isinstance(architecture, SegmentationArchitecture):
-        if options:
-            raise TypeError(f"options {sorted(options)} go to the architecture's constructor, not with an object")
-        arch = architecture
-    else:
-        cls = type(SegmentationArchitecture.resolve(architecture))
-        error = _options_error(cls, options)
-        if error is not None:
-            raise error
-        arch = cls(**options)
+    arch = SegmentationArchitecture.with_options(architecture, options)
     backbone_kwargs = dict(backbone_kwargs or {})
     if "output_stride" in backbone_kwargs:
         raise TypeError("pass output_stride to build_segmenter, not in backbone_kwargs")
