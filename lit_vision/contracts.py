@@ -38,6 +38,14 @@ class DataInfo:
     ignore_index: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def fill_from(self, known: DataInfo) -> DataInfo:
+        """Take the category ids, palette and ignore index from ``known`` where this one has none (predict-only
+        data cannot know them; the checkpoint of the model that was trained on the real data can)."""
+        self.label_to_category_id = self.label_to_category_id or known.label_to_category_id
+        self.palette = self.palette or known.palette
+        self.ignore_index = self.ignore_index if self.ignore_index is not None else known.ignore_index
+        return self
+
 
 @runtime_checkable
 class DataConsumer(Protocol):

@@ -9,10 +9,10 @@ LightningCLI offers a short mode.
 from __future__ import annotations
 
 import difflib
-import importlib
-import inspect
 import re
 from typing import Any
+
+from lit_vision.introspection import import_dotted, init_parameters
 
 
 class CLIError(Exception):
@@ -37,30 +37,18 @@ _FILE = re.compile(r"File does not exist: '?([^'\n]+)'?")
 
 def class_options(class_path: str) -> list[str]:
     """Constructor argument names of ``class_path`` and of the ``__init__`` s its ``**kwargs`` lead to (its bases)."""
-    module, _, name = class_path.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module), name)
+        return list(init_parameters(import_dotted(class_path)))
     except (ImportError, AttributeError, ValueError):
         return []
-    names: list[str] = []
-    for klass in getattr(cls, "__mro__", [cls]):
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        for p in inspect.signature(init).parameters.values():
-            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in names:
-                names.append(p.name)
-    return names
 
 
 def subclass_names(subtypes: str) -> list[str]:
     """Names of the imported subclasses of the classes in a jsonargparse ``Subtypes: [...]`` listing."""
     names: set[str] = set()
     for path in re.findall(r"<class '([\w.]+)'>|([\w.]+)\[", subtypes):
-        path = path[0] or path[1]
-        module, _, name = path.rpartition(".")
         try:
-            base = getattr(importlib.import_module(module), name)
+            base = import_dotted(path[0] or path[1])
         except (ImportError, AttributeError, ValueError):
             continue
         stack = list(getattr(base, "__subclasses__", list)())

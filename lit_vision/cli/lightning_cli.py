@@ -30,6 +30,7 @@ from lit_vision.callbacks.prediction_writer import JsonlPredictionWriter
 from lit_vision.cli.errors import CLIError, condense_parser_error, short_exception
 from lit_vision.data.base import SplitDataModule
 from lit_vision.data.checks import DataError
+from lit_vision.introspection import import_dotted
 
 
 class LitVisionParser(LightningArgumentParser):
@@ -55,9 +56,8 @@ def _class_of(config: Any) -> type | None:
     path = config.get("class_path") if isinstance(config, Mapping) or hasattr(config, "get") else None
     if not path:
         return None
-    module, _, name = str(path).rpartition(".")
     try:
-        return getattr(__import__(module, fromlist=[name]), name)
+        return import_dotted(str(path))
     except (ImportError, AttributeError):
         return None
 

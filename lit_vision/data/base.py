@@ -25,10 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 from lit_vision.contracts import DataConsumer, DataInfo
 from lit_vision.data.checks import (
     DataError,
+    checked_predict_paths,
     checkpoint_class_names,
-    resolve_image_paths,
-    should_verify,
-    verify_images,
 )
 
 STAGE_SPLITS: dict[str, tuple[str, ...]] = {
@@ -187,7 +185,4 @@ class PredictOnlyDataModule(SplitDataModule):
         if split != "predict":
             raise DataError(f"{type(self).__name__} only predicts (it has no labels), so it cannot "
                             f"{self._stage_of.get(split, split)}: use {self.alternatives} for fit/validate/test")
-        paths = resolve_image_paths(self.predict_paths)
-        if should_verify(self.verify_images, len(paths)):
-            verify_images(paths, "predict_paths")
-        return self.predict_dataset(paths)
+        return self.predict_dataset(checked_predict_paths(self.predict_paths, self.verify_images))

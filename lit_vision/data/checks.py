@@ -141,3 +141,12 @@ def checkpoint_class_names(module: str, class_names: list[str] | None) -> list[s
         raise DataError(f"{module} needs class_names: give --ckpt_path (lit-vision then takes them from the "
                         "checkpoint) or --data.class_names")
     return [str(c) for c in class_names]
+
+
+def checked_predict_paths(predict_paths: str | Sequence[str], verify: bool | None) -> list[str]:
+    """The image files ``predict_paths`` names (see :func:`resolve_image_paths`), decoded up front unless
+    ``verify`` says otherwise (:func:`should_verify`): what every DataModule predicts from."""
+    paths = resolve_image_paths(predict_paths)
+    if should_verify(verify, len(paths)):
+        verify_images(paths, "predict_paths")
+    return paths

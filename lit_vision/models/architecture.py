@@ -10,10 +10,10 @@ a checkpoint stores (:meth:`Architecture.config`).
 from __future__ import annotations
 
 import difflib
-import importlib
-import inspect
 from collections.abc import Mapping
 from typing import Any, ClassVar, TypeVar
+
+from lit_vision.introspection import import_dotted, init_parameters
 
 A = TypeVar("A", bound="Architecture")
 _PLAIN = (str, int, float, bool, type(None))
@@ -49,26 +49,25 @@ class Architecture:
         if isinstance(value, cls):
             return value
         if isinstance(value, Mapping) and "class_path" in value:
-            module, _, name = str(value["class_path"]).rpartition(".")
-            klass = getattr(importlib.import_module(module), name)
-            if not (isinstance(klass, type) and issubclass(klass, cls)):
-                raise TypeError(f"{value['class_path']} is not a {cls.__name__}")
-            return klass(**dict(value.get("init_args") or {}))
+            return cls._subclass(str(value["class_path"]))(**dict(value.get("init_args") or {}))
         if isinstance(value, str) and value in cls.registry:
             return cls.registry[value]()  # type: ignore[return-value]
         if isinstance(value, str) and "." in value:  # a class path that jsonargparse could not import
-            module, _, name = value.rpartition(".")
-            try:
-                klass = getattr(importlib.import_module(module), name)
-            except (ImportError, AttributeError) as err:
-                raise ValueError(f"cannot import the {cls.kind} {value!r}: {err} (is its folder on PYTHONPATH?)") from err
-            if not (isinstance(klass, type) and issubclass(klass, cls)):
-                raise TypeError(f"{value} is not a {cls.__name__}")
-            return klass()
+            return cls._subclass(value)()
         close = difflib.get_close_matches(str(value), cls.registry, n=3)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(f"unknown {cls.kind} {value!r}; choose one of {cls.choices()} (or give a class_path to your "
                          f"own {cls.__name__} subclass).{hint}")
+
+    @classmethod
+    def _subclass(cls: type[A], path: str) -> type[A]:
+        try:
+            klass = import_dotted(path)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"cannot import the {cls.kind} {path!r}: {err} (is its folder on PYTHONPATH?)") from err
+        if not (isinstance(klass, type) and issubclass(klass, cls)):
+            raise TypeError(f"{path} is not a {cls.__name__}")
+        return klass
 
     @classmethod
     def with_options(cls: type[A], architecture: A | str, options: Mapping[str, Any]) -> A:
@@ -79,11 +78,7 @@ class Architecture:
                 raise TypeError(f"options {sorted(options)} go to the architecture's constructor, not with an object")
             return architecture
         klass = type(cls.resolve(architecture))
-        valid = {}
-        for base in klass.__mro__:
-            for p in inspect.signature(base.__dict__.get("__init__", object.__init__)).parameters.values():
-                if p.default is not inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD:
-                    valid.setdefault(p.name, p.default)
+        valid = {name: p.default for name, p in init_parameters(klass).items() if p.default is not p.empty}
         unknown = sorted(set(options) - set(valid))
         if unknown:
             listing = ", ".join(f"{k}={v!r}" for k, v in valid.items())

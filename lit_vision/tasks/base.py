@@ -92,6 +92,7 @@ class VisionTask(LightningModule):
     ) -> None:
         super().__init__()
         self.num_classes, self.class_names = resolve_classes(type(self).__name__, num_classes, class_names)
+        self.data_info = DataInfo(class_names=list(self.class_names))  # until a DataModule connects
         # Collects the subclass's arguments too (Lightning reads every __init__ frame of the chain); the CLI's
         # own config (class_path dicts) when built by LightningCLI.
         self.save_hyperparameters()
@@ -104,30 +105,14 @@ class VisionTask(LightningModule):
     prediction_writer: ClassVar[type[BasePredictionWriter]] = JsonlPredictionWriter
     monitor_metric: ClassVar[str | None] = None
     class_names: list[str]
+    data_info: DataInfo  # what the data told this task (plus what its checkpoint kept)
 
     def connect_data(self, info: DataInfo) -> None:
         """Receive what the DataModule knows (called by it at the end of ``setup``); check the classes agree."""
         if info.class_names and list(info.class_names) != list(self.class_names):
             raise ValueError(f"{type(self).__name__} was built for the classes {self.class_names} but the data has "
                              f"{list(info.class_names)}: use the DataModule it was trained with (or --data.class_names)")
-        saved = getattr(self, "_saved_data_info", None)
-        if saved is not None:  # a checkpoint's category ids / palette fill what predict-only data cannot know
-            info.label_to_category_id = info.label_to_category_id or saved.label_to_category_id
-            info.palette = info.palette or saved.palette
-        self.data_info = info
-
-    @property
-    def data_info(self) -> DataInfo:
-        """What the data told this task (class names only, until a DataModule has connected)."""
-        info = self.__dict__.get("_data_info")
-        if info is None:
-            saved = getattr(self, "_saved_data_info", None)
-            return saved if saved is not None else DataInfo(class_names=list(self.class_names))
-        return info
-
-    @data_info.setter
-    def data_info(self, info: DataInfo) -> None:
-        self.__dict__["_data_info"] = info
+        self.data_info = info.fill_from(self.data_info)  # what a checkpoint kept fills what this data cannot say
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         info = self.data_info
@@ -137,16 +122,12 @@ class VisionTask(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("lit_vision_data_info")
         if saved:
+            # Lightning may have set the data up already (predict --ckpt_path restores after setup): either way,
+            # the checkpoint fills only what the current data did not say.
             mapping = saved.get("label_to_category_id")
-            self._saved_data_info = DataInfo(
+            self.data_info.fill_from(DataInfo(
                 class_names=list(self.class_names), palette=saved.get("palette"), ignore_index=saved.get("ignore_index"),
-                label_to_category_id={int(k): int(v) for k, v in mapping.items()} if mapping else None)
-            # Lightning sets the data up before it restores a checkpoint (predict --ckpt_path): fill in now what
-            # predict-only data could not say.
-            info = self.__dict__.get("_data_info")
-            if info is not None:
-                info.label_to_category_id = info.label_to_category_id or self._saved_data_info.label_to_category_id
-                info.palette = info.palette or self._saved_data_info.palette
+                label_to_category_id={int(k): int(v) for k, v in mapping.items()} if mapping else None))
 
     def _drop_unserializable_hparams(self) -> None:
         """Callables given from Python (not from the CLI, which stores their config) can't be checkpointed."""

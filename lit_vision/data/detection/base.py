@@ -21,8 +21,8 @@ from lit_vision.contracts import DataInfo
 from lit_vision.data.base import SplitDataModule
 from lit_vision.data.checks import (
     OnBad,
+    checked_predict_paths,
     load_rgb,
-    resolve_image_paths,
     should_verify,
     verify_images,
 )
@@ -138,7 +138,7 @@ class DetectionDataModule(SplitDataModule):
         self.save_hyperparameters(ignore=["class_names"])
 
     def _set_sources(self, sources: dict[str, DetectionSource]) -> None:
-        """Keep the checked sources; every split must have the train split's classes."""
+        """Keep the checked sources; the class names are the train split's (subclasses check the others agree)."""
         self.sources = dict(sources)
         self._class_names = list(self.sources["train"].class_names)
 
@@ -169,9 +169,7 @@ class DetectionDataModule(SplitDataModule):
 
     def build_dataset(self, split: str) -> Dataset:
         if split == "predict" and self.hparams.predict_paths is not None:
-            paths = resolve_image_paths(self.hparams.predict_paths)
-            if should_verify(self.hparams.verify_images, len(paths)):
-                verify_images(paths, "predict_paths")
+            paths = checked_predict_paths(self.hparams.predict_paths, self.hparams.verify_images)
             return ImagePathsDataset(paths, self.eval_transform())
         # Predicting without predict_paths reads the val split itself, so its real image ids reach the
         # predictions (and a COCO results file of them scores what validation scores).

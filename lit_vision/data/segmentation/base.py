@@ -32,10 +32,9 @@ from lit_vision.data.base import SplitDataModule
 from lit_vision.data.checks import (
     DataError,
     check_image,
+    checked_predict_paths,
     load_rgb,
-    resolve_image_paths,
     should_verify,
-    verify_images,
 )
 from lit_vision.data.segmentation.transforms import (
     SegmentationTransform,
@@ -280,9 +279,7 @@ class SegmentationDataModule(SplitDataModule):
     def build_dataset(self, split: str) -> SegmentationDataset:
         hp = self.hparams
         if split == "predict" and hp.predict_paths is not None:
-            paths = resolve_image_paths(hp.predict_paths)
-            if should_verify(hp.verify_images, len(paths)):
-                verify_images(paths, "predict_paths")
+            paths = checked_predict_paths(hp.predict_paths, hp.verify_images)
             return SegmentationDataset(paths, None, self.num_classes or 0, self.eval_transform(), "predict_paths")
         source = self._split_source("val" if split == "predict" else split)
         if should_verify(hp.verify_images, len(source)):
