@@ -3,6 +3,10 @@
 The data presets record what they did to an image (detection: ``scale``/``pad`` in the target;
 segmentation: ``content_size``/``orig_size`` in ``meta``); tasks and prediction writers undo it with the
 functions here. They live outside ``data/`` so that tasks never import the data layer.
+
+"The original image" is the one :func:`~lit_vision.data.checks.load_rgb` decoded: for a photo with an EXIF
+orientation, the image as viewers show it (rotated), unless its annotation was made on the stored pixels;
+boxes and masks of predictions refer to that image (docs/images.md).
 """
 
 from __future__ import annotations

@@ -16,16 +16,21 @@ from lit_vision.tasks import ImageClassifier
 REPO = Path(__file__).resolve().parents[1]
 
 
+def ddp_fit(root: Path) -> list[str]:
+    """``lit-vision fit`` of a tiny classifier on 2 CPU processes (gloo), 2 epochs."""
+    return [str(Path(sys.executable).parent / "lit-vision"), "fit",
+            "--model", "ImageClassifier", "--model.backbone", "tv/resnet18",
+            "--data", "ImageFolderDataModule", "--data.root", str(root), "--data.image_size", "32",
+            "--data.batch_size", "4", "--data.num_workers", "0",
+            "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+            "--trainer.max_epochs", "2"]
+
+
 @pytest.mark.ddp
 def test_ddp_two_processes_agree_on_metrics_and_ema_weights(imagefolder_root: Path, tmp_path: Path) -> None:
     dump = tmp_path / "dump"
     args = [
-        str(Path(sys.executable).parent / "lit-vision"), "fit",
-        "--model", "ImageClassifier", "--model.backbone", "tv/resnet18",
-        "--data", "ImageFolderDataModule", "--data.root", str(imagefolder_root), "--data.image_size", "32",
-        "--data.batch_size", "4", "--data.num_workers", "0",
-        "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-        "--trainer.max_epochs", "2", "--trainer.enable_checkpointing", "false",
+        *ddp_fit(imagefolder_root), "--trainer.enable_checkpointing", "false",
         "--trainer.enable_model_summary", "false", "--trainer.logger", "false",
         "--trainer.callbacks+=EMA", "--trainer.callbacks.decay", "0.8",
         "--trainer.callbacks+=tests.ddp_probe.RankDump", f"--trainer.callbacks.out_dir={dump}",
@@ -57,3 +62,20 @@ def test_ddp_two_processes_agree_on_metrics_and_ema_weights(imagefolder_root: Pa
         logits = model(batch["image"])
     acc1 = (logits.argmax(1) == batch["label"]).float().mean().item()
     assert r0["metrics"]["val/acc1"] == pytest.approx(acc1, abs=1e-6)
+
+
+@pytest.mark.ddp
+def test_an_exception_on_one_rank_ends_both_processes_with_its_message(imagefolder_root: Path, tmp_path: Path) -> None:
+    """Rank 1 alone meets a bad batch: rank 0 must not wait for it forever, and the message must be shown."""
+    args = [
+        *ddp_fit(imagefolder_root), "--trainer.enable_model_summary", "false", "--trainer.enable_progress_bar", "false",
+        "--trainer.callbacks+=tests.resume_probe.FailOnRank", "--trainer.callbacks.rank=1", "--trainer.callbacks.step=2",
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "RuntimeError: bad batch on rank 1 at step 2" in proc.stdout + proc.stderr
+    # No rank outlives the launcher (the other rank's command line names this test's folder).
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(tmp_path / "runs") not in ps

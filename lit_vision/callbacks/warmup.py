@@ -92,6 +92,7 @@ class LRWarmup(Callback):
         self._saved: dict[int, list[Any]] = {}  # id(optimizer) -> lrs to restore after the step
         self._last_factor: float | None = None
         self._logged_final = False
+        self._resumed_logged_final = False
 
     # ------------------------------------------------------------------ formula
     @property
@@ -123,7 +124,8 @@ class LRWarmup(Callback):
         self._trainer = trainer
         self._opt_index.clear()
         self._saved.clear()
-        self._logged_final = False
+        # A resumed run has logged the final factor already if the interrupted one had (see load_state_dict).
+        self._logged_final, self._resumed_logged_final = self._resumed_logged_final, False
         optimizers = trainer.optimizers
         if len(self._opt_steps) != len(optimizers):
             self._opt_steps = [0] * len(optimizers)
@@ -156,10 +158,11 @@ class LRWarmup(Callback):
         self._remove_hooks()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizer_steps": list(self._opt_steps)}
+        return {"optimizer_steps": list(self._opt_steps), "logged_final": self._logged_final}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._opt_steps = list(state_dict.get("optimizer_steps", []))
+        self._resumed_logged_final = bool(state_dict.get("logged_final", False))
 
     # ------------------------------------------------------------------ optimizer hooks
     def _step_index(self, opt_idx: int) -> int:

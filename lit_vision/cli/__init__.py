@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     if command == "eval-coco":
         from lit_vision.cli.eval_coco import eval_coco
 
-        sys.exit(eval_coco(argv[1:]))
+        sys.exit(eval_coco(argv[1:], debug=debug))
     if command not in LIGHTNING_SUBCOMMANDS:
         known = [*LIGHTNING_SUBCOMMANDS, *OTHER_SUBCOMMANDS]
         close = difflib.get_close_matches(command, known, n=1)

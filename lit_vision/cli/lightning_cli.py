@@ -4,16 +4,21 @@
   the data's ``image_size`` reaches a model that takes one (detection) unless the model sets its own.
 * ``predict --ckpt_path`` hands the checkpoint's class names to a DataModule that asks for them
   (:meth:`~lit_vision.data.base.SplitDataModule.wants_checkpoint_classes`).
+* ``--ckpt_path`` is checked before any work (ours, same task, network and classes) and settings given with it
+  win over the checkpoint's (:mod:`lit_vision.cli.checkpoints`, ``docs/checkpoints.md``).
 * Without a configured ``ModelCheckpoint``, the best epoch by the task's ``monitor_metric`` is kept (plus
   ``last.ckpt``); ``predict`` adds the task's ``prediction_writer`` class.
 * Errors before training (bad argument, unknown option, missing data, data check) print one short
   message and the usage line; ``--debug`` shows the traceback.
+* A non-finite loss or gradient during training (:class:`~lit_vision.callbacks.NonFiniteGuard`) is one
+  message too, with exit code 3 (``docs/nonfinite.md``).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, NoReturn
 
 from lightning.pytorch import Trainer
@@ -25,9 +30,12 @@ import lit_vision.callbacks  # noqa: F401
 import lit_vision.data  # noqa: F401
 import lit_vision.loggers  # noqa: F401
 import lit_vision.tasks  # noqa: F401
+from lit_vision.callbacks.checkpoint import LastCheckpoint
 from lit_vision.callbacks.coco_results_writer import CocoResultsWriter
+from lit_vision.callbacks.nonfinite import NonFiniteLossError
 from lit_vision.callbacks.prediction_writer import JsonlPredictionWriter
 from lit_vision.cli.errors import CLIError, condense_parser_error, short_exception
+from lit_vision.cli.resume import continue_csv_logs, find_resume_target, point_logger_at
 from lit_vision.data.base import SplitDataModule
 from lit_vision.data.checks import DataError
 from lit_vision.introspection import import_dotted
@@ -70,6 +78,25 @@ class LitVisionCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        self.raw_args = args  # re-read without defaults to tell what the user gave (cli/checkpoints.py)
+        super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        """``--ckpt_path``: checked, and merged under what the user gave (Lightning's puts it over; see
+        :mod:`lit_vision.cli.checkpoints`)."""
+        from lit_vision.cli.checkpoints import apply_checkpoint
+
+        subcommand = self.config.get("subcommand")
+        if subcommand:  # `last` / a run folder -> the newest last.ckpt first, so it is checked like any file
+            self._resume_into_existing_dir = self._resolve_resume(self.config[subcommand], subcommand)
+        apply_checkpoint(self)
+
+    def after_instantiate_classes(self) -> None:
+        from lit_vision.cli.checkpoints import check_data_classes
+
+        check_data_classes(self)  # the data's classes (linked into the model) must be the checkpoint's
+
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         data_cfg, model_cfg = cfg.get("data"), cfg.get("model")
@@ -87,14 +114,46 @@ class LitVisionCLI(LightningCLI):
                 and data_class.wants_checkpoint_classes(dict(data_args)) and model_args.get("class_names") is not None):
             data_args["class_names"] = list(model_args["class_names"])
 
+    _resume_into_existing_dir = False
+
+    def _resolve_resume(self, cfg: Any, subcommand: str) -> bool:
+        """``--ckpt_path last`` / a run directory -> the newest ``last.ckpt``, its logger version (cli/resume.py)."""
+        ckpt = cfg.get("ckpt_path")
+        if not isinstance(ckpt, str) or not (ckpt == "last" or Path(ckpt).is_dir()):
+            return False
+        target = find_resume_target(ckpt, cfg.get("trainer"))
+        cfg["ckpt_path"] = str(target.checkpoint) if target is not None else None
+        if target is None or target.version_dir is None or subcommand != "fit":
+            return False
+        return point_logger_at(cfg.get("trainer"), target.version_dir)
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         self._monitor_best_checkpoint(trainer)
+        self._add_last_checkpoint(trainer)
+        if self._resume_into_existing_dir:
+            continue_csv_logs(trainer.loggers)
         writer_class = getattr(self.model, "prediction_writer", JsonlPredictionWriter)
         if self.subcommand == "predict" and not any(isinstance(c, (writer_class, JsonlPredictionWriter))
                                                     for c in trainer.callbacks):
             trainer.callbacks.append(writer_class())
         return trainer
+
+    @staticmethod
+    def _add_last_checkpoint(trainer: Trainer) -> None:
+        """Every run that checkpoints keeps ``last.ckpt`` = its latest state (a recipe's LastCheckpoint sets the cadence).
+
+        A ``ModelCheckpoint(save_last=True)`` would only refresh it when it saves a checkpoint of its own, and
+        would race ours for the file name, so its ``save_last`` is turned off.
+        """
+        checkpoints = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+        if not checkpoints:
+            return  # checkpointing disabled
+        for c in checkpoints:
+            if not isinstance(c, LastCheckpoint) and c.save_last:
+                c.save_last = False
+        if not any(isinstance(c, LastCheckpoint) for c in checkpoints):
+            trainer.callbacks.append(LastCheckpoint())
 
     def _monitor_best_checkpoint(self, trainer: Trainer) -> None:
         """Without a configured ModelCheckpoint, keep the best epoch by the task's metric (plus ``last.ckpt``).
@@ -103,16 +162,22 @@ class LitVisionCLI(LightningCLI):
         wants to evaluate or predict with.
         """
         monitor = getattr(self.model, "monitor_metric", None)
-        checkpoints = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
-        if monitor is None or len(checkpoints) != 1 or checkpoints[0].monitor is not None:
+        every = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+        if monitor is None or not every:
+            return  # no metric to keep the best by, or checkpointing disabled
+        checkpoints = [c for c in every if not isinstance(c, LastCheckpoint)]
+        if len(checkpoints) > 1 or (checkpoints and checkpoints[0].monitor is not None):
             return
         configured = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
         if any("ModelCheckpoint" in str(c.get("class_path", "")) for c in (configured.trainer.callbacks or [])):
             return  # the user asked for an unmonitored checkpoint explicitly
-        best = ModelCheckpoint(monitor=monitor, mode="max", save_top_k=1, save_last=True,
+        best = ModelCheckpoint(monitor=monitor, mode="max", save_top_k=1,
                                filename="best-epoch{epoch:03d}-" + monitor.replace("/", "_") + "={" + monitor + ":.4f}",
                                auto_insert_metric_name=False)
-        trainer.callbacks[trainer.callbacks.index(checkpoints[0])] = best
+        if checkpoints:  # Lightning's default, unmonitored one
+            trainer.callbacks[trainer.callbacks.index(checkpoints[0])] = best
+        else:  # only a configured LastCheckpoint (so Lightning added no default): best goes first
+            trainer.callbacks.insert(trainer.callbacks.index(every[0]), best)
 
     def after_fit(self) -> None:
         """Print the final validation metrics and where the best checkpoint is."""
@@ -184,7 +249,9 @@ def run_main(argv: list[str], debug: bool = False) -> int:
         # LightningCLI warns when given args that are also in sys.argv: let it read sys.argv when they agree.
         cli_class(args=None if sys.argv[1:] == argv else argv, run=True, **_cli_kwargs(debug))
     except CLIError as err:
-        print(f"{err.usage}\n{prog}: error: {err}", file=sys.stderr)
+        if debug and not err.usage:  # not a usage error (e.g. a checkpoint's): --debug shows where it came from
+            raise
+        print(f"{err.usage}\n{prog}: error: {err}" if err.usage else f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except SystemExit as err:  # --help, --print_config
         return err.code if isinstance(err.code, int) else (0 if err.code is None else 2)
@@ -193,6 +260,11 @@ def run_main(argv: list[str], debug: bool = False) -> int:
             raise
         print(f"{prog}: error: {err}\n(run with --debug, or LIT_VISION_DEBUG=1, for the traceback)", file=sys.stderr)
         return 2
+    except NonFiniteLossError as err:  # the run diverged (docs/nonfinite.md): one message, exit code 3, no traceback
+        if debug:
+            raise
+        print(f"{prog}: error: {err}\n(run with --debug, or LIT_VISION_DEBUG=1, for the traceback)", file=sys.stderr)
+        return 3
     except Exception as err:  # noqa: BLE001
         if debug or cli_class.started:  # a failure during the run: the full traceback is what helps
             raise

@@ -28,6 +28,11 @@ from lit_vision.data.checks import (
     checked_predict_paths,
     checkpoint_class_names,
 )
+from lit_vision.data.resumable import (
+    ResumableDataLoader,
+    ResumableSampler,
+    default_data_seed,
+)
 
 STAGE_SPLITS: dict[str, tuple[str, ...]] = {
     "fit": ("train", "val"),
@@ -72,6 +77,7 @@ class SplitDataModule(LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.persistent_workers, self.drop_last = persistent_workers, drop_last
+        self.data_seed: int | None = None  # the training order's seed: seed_everything's, else random (see state_dict)
         self.datasets: dict[str, Dataset] = {}
         self.sources: dict[str, Any] = {}  # split -> checked, untransformed dataset (annotation-backed modules)
         self._class_names: list[str] | None = None  # set by the subclass's __init__ (the CLI links it to the model)
@@ -122,16 +128,31 @@ class SplitDataModule(LightningDataModule):
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         dataset = self.datasets[split]
         batch_size = self.batch_size if train else (self.eval_batch_size or self.batch_size)
-        return DataLoader(
-            dataset,
+        kwargs: dict[str, Any] = dict(
             batch_size=batch_size,
-            shuffle=train,
-            drop_last=train and self.drop_last and len(dataset) > batch_size,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available() if self.pin_memory is None else self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             collate_fn=type(self).collate_fn,
         )
+        if not train:
+            return DataLoader(dataset, shuffle=False, **kwargs)
+        # Order and augmentation from (seed, epoch, position): resumable mid-epoch, bit for bit (data/resumable.py).
+        trainer = self.trainer
+        if self.data_seed is None:
+            self.data_seed = default_data_seed()
+        sampler = ResumableSampler(dataset, num_replicas=trainer.world_size if trainer else 1,
+                                   rank=trainer.global_rank if trainer else 0, seed=self.data_seed)
+        return ResumableDataLoader(
+            dataset, sampler=sampler, drop_last=self.drop_last and len(dataset) > batch_size,
+            epoch_length=(lambda: trainer.num_training_batches) if trainer is not None else None, **kwargs)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training data seed (saved in checkpoints, so even an unseeded run resumes with the same order)."""
+        return {"data_seed": self.data_seed}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.data_seed = state_dict.get("data_seed", self.data_seed)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -11,9 +11,10 @@ import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif"}
@@ -41,7 +42,8 @@ def is_image_file(path: Path) -> bool:
 
 
 def check_image(path: str | Path) -> str | None:
-    """Return ``None`` if ``path`` decodes as an image, else a short description of the problem.
+    """Return ``None`` if ``path`` decodes as an image :func:`load_rgb` can take (mode, bit depth, value range),
+    else a short description of the problem.
 
     JPEGs are decoded in draft mode (at 1/8 scale): the whole stream is still read, so truncated files
     are caught, at a fraction of the cost of a full decode.
@@ -52,6 +54,9 @@ def check_image(path: str | Path) -> str | None:
             im.load()
             if im.width < 1 or im.height < 1:
                 return "image has zero size"
+            to_rgb(im)  # a mode or value range load_rgb refuses is found here, not mid-epoch
+    except DataError as err:
+        return str(err)
     except FileNotFoundError:
         return "file does not exist"
     except UnidentifiedImageError:
@@ -61,14 +66,150 @@ def check_image(path: str | Path) -> str | None:
     return None
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Decode an image file to RGB; a failure (mid-epoch, if it was not verified) names the file."""
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+# How a file becomes the RGB image a model sees (docs/images.md): EXIF orientation, bit depth, modes.
+
+# EXIF orientation -> the transpose that shows the image as viewers do. Pillow has the same table, but only
+# inside ImageOps.exif_transpose, which also rewrites the EXIF block (and fails on some malformed ones).
+EXIF_TRANSPOSE: dict[int, Image.Transpose] = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+class OrientedSize(NamedTuple):
+    """An image's size as viewers show it (``shown``, EXIF orientation applied) and as stored, ``(w, h)``."""
+
+    shown: tuple[int, int]
+    stored: tuple[int, int]
+    orientation: int  # EXIF orientation, 1 (none) .. 8
+
+
+def exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag of ``im`` (1..8); absent, invalid or unparsable EXIF counts as 1 (as stored)."""
+    try:
+        value = im.getexif().get(ExifTags.Base.Orientation, 1)
+    except OSError:  # a PNG is decoded to find an EXIF chunk after its pixels: truncated data is an error
+        raise
+    except Exception:  # noqa: BLE001 -- a broken EXIF block must not make a decodable image unreadable
+        return 1
+    return value if isinstance(value, int) and value in EXIF_TRANSPOSE else 1
+
+
+def _sizes(im: Image.Image) -> OrientedSize:
+    orientation = exif_orientation(im)
+    w, h = im.size
+    return OrientedSize((h, w) if orientation >= 5 else (w, h), (w, h), orientation)
+
+
+def oriented_size(path: str | Path) -> OrientedSize:
+    """The shown and stored sizes of the image at ``path`` (a JPEG's header only; PNG reads the pixels to find
+    an EXIF chunk stored after them)."""
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return _sizes(im)
     except (OSError, SyntaxError, ValueError) as err:
         raise DataError(f"cannot read image {path}: {err}") from err
 
+
+def exif_applies(size: OrientedSize, annotated: tuple[int, int], path: str | Path, where: str) -> bool:
+    """Whether an image annotated as ``annotated`` ``(w, h)`` (by ``where``) is read with its EXIF orientation.
+
+    Annotation tools differ: most show photos as viewers do (EXIF applied), some ignore EXIF; the stored
+    width/height tell which one the boxes and masks refer to. Both match for a square image or a flip/180°
+    orientation: then EXIF applies, as viewers show it. Neither matching raises :class:`DataError` naming
+    both sizes; without an EXIF orientation this returns ``False`` and the caller's size check reports it.
+    """
+    if size.orientation == 1:
+        return False
+    if tuple(annotated) == size.shown:
+        return True
+    if tuple(annotated) == size.stored:
+        return False
+    raise DataError(_size_mismatch(size, annotated, path, where))
+
+
+def _size_mismatch(size: OrientedSize, annotated: tuple[int, int], path: str | Path, where: str) -> str:
+    (aw, ah), (sw, sh), (rw, rh) = annotated, size.shown, size.stored
+    if size.orientation == 1:
+        return f"{where} says {aw}x{ah} but {path} is {rw}x{rh}"
+    return (f"{where} says {aw}x{ah} but {path} is {sw}x{sh} as viewers show it (EXIF orientation "
+            f"{size.orientation}) and {rw}x{rh} as stored: annotations must use one of these sizes")
+
+
+def check_annotated_size(path: str | Path, annotated: tuple[int, int], where: str) -> bool:
+    """Raise :class:`DataError` unless ``annotated`` ``(w, h)`` is the image's shown or stored size.
+
+    Returns ``True`` when the image has an EXIF orientation its annotation ignores (it is then used as
+    stored); callers count those for :func:`warn_exif_ignored`.
+    """
+    size = oriented_size(path)
+    applies = exif_applies(size, annotated, path, where)
+    if size.orientation == 1 and tuple(annotated) != size.stored:
+        raise DataError(_size_mismatch(size, annotated, path, where))
+    return size.orientation != 1 and not applies
+
+
+def warn_exif_ignored(paths: Sequence[str | Path], what: str) -> None:
+    """One warning for the images of ``what`` whose annotations ignore their EXIF orientation."""
+    if paths:
+        warnings.warn(f"{len(paths)} image(s) of {what} have an EXIF orientation that their annotations ignore "
+                      f"(annotated at the stored size): they are used as stored, not rotated, e.g. {paths[0]}",
+                      stacklevel=3)
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """``im`` as 8-bit RGB; :class:`DataError` (without the path) for a mode or value range it cannot take.
+
+    16-bit values become ``v >> 8`` (Pillow reduces 16-bit RGB PNGs the same way, so grey and colour agree);
+    32-bit int ``I`` must hold 0..65535 and is treated as 16-bit; float ``F`` must hold 0..1 and becomes
+    ``floor(v * 255 + 0.5)``. Alpha is dropped (as torchvision's ``convert("RGB")``), palettes are looked
+    up, CMYK uses Pillow's profile-free formula. See docs/images.md.
+    """
+    mode = im.mode
+    if mode.startswith("I;16") or mode == "I":
+        values = np.asarray(im)
+        if mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
+            raise DataError(f"32-bit integer image (mode 'I') with values {values.min()}..{values.max()}: only "
+                            "0..65535 (16-bit) is understood; convert it to 8 or 16 bits first")
+        return Image.fromarray((values.astype(np.uint16) >> 8).astype(np.uint8)).convert("RGB")
+    if mode == "F":
+        values = np.asarray(im)
+        if values.size and not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
+            raise DataError(f"float image (mode 'F') with values {np.nanmin(values)}..{np.nanmax(values)}: only "
+                            "finite values in 0..1 are understood; convert it to 8 or 16 bits first")
+        return Image.fromarray(np.floor(values * 255 + 0.5).astype(np.uint8)).convert("RGB")
+    if mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")  # Pillow warns for every such file when converting straight to RGB
+    try:
+        return im.convert("RGB")
+    except ValueError as err:
+        raise DataError(f"image mode {mode!r} cannot be converted to RGB ({err})") from err
+
+
+def load_rgb(path: str | Path, annotated: tuple[int, int] | None = None, where: str = "") -> Image.Image:
+    """Decode an image file to 8-bit RGB as viewers show it; a failure (mid-epoch, if it was not verified)
+    names the file.
+
+    ``annotated`` ``(w, h)``: the size the image's annotation (named by ``where``) gives; the EXIF orientation
+    is then applied only if the annotation refers to the rotated image (:func:`exif_applies`).
+    """
+    try:
+        with Image.open(path) as im:
+            size = _sizes(im)
+            rgb = to_rgb(im)
+    except (OSError, SyntaxError, ValueError) as err:  # includes to_rgb's DataError, which does not name the file
+        raise DataError(f"cannot read image {path}: {err}") from err
+    if size.orientation != 1 and (annotated is None or exif_applies(size, annotated, path, where)):
+        rgb = rgb.transpose(EXIF_TRANSPOSE[size.orientation])
+    return rgb
 
 def verify_images(paths: Sequence[str | Path], what: str, num_threads: int = 4) -> None:
     """Decode every file in ``paths`` and raise one :class:`DataError` listing all bad ones.

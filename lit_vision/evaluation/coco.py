@@ -10,6 +10,7 @@ area ranges, max detections); we only add input checks with readable messages an
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,28 +50,66 @@ def _load_json(source: str | Path | Any, what: str) -> tuple[Any, str]:
             raise FileNotFoundError(f"{what} file {path} does not exist")
         try:
             return json.loads(path.read_text()), str(path)
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise CocoEvaluationError(f"{what} file {path} is not valid JSON: {err}") from err
     return source, f"<in-memory {what}>"
 
 
-def _check_results(results: Any, gt: dict[str, Any], iou_type: str, name: str) -> list[dict[str, Any]]:
-    """Reject results that pycocotools would mis-evaluate silently or fail on with an opaque assertion."""
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _known(value: Any, ids: set[Any]) -> bool:
+    try:
+        return value in ids
+    except TypeError:  # a list or dict as id: unhashable, and certainly no id of the ground truth
+        return False
+
+
+def _detection_problem(det: Any, image_ids: set[Any], category_ids: set[Any], iou_type: str) -> str | None:
+    """What is wrong with one detection (``None``: nothing), phrased to follow "detection #i"."""
+    if not isinstance(det, dict):
+        return f"is a JSON {type(det).__name__}, not an object with image_id, category_id, score and bbox"
+    key = "bbox" if iou_type == "bbox" else "segmentation"
+    missing = [k for k in ("image_id", "category_id", "score", key) if k not in det]
+    if missing:
+        return f"lacks {missing} (needed for iou_type={iou_type!r})"
+    if not _known(det["image_id"], image_ids):
+        return f"has image_id {det['image_id']!r} not in the ground truth"
+    if not _known(det["category_id"], category_ids):
+        return f"has category_id {det['category_id']!r} not in the ground truth categories"
+    score = det["score"]
+    if not _is_number(score) or not math.isfinite(score):
+        return f"has score {score!r}: scores must be finite numbers (NaN and infinity cannot be ranked)"
+    if iou_type == "bbox":  # for segm, loadRes computes the box from the mask
+        box = det["bbox"]
+        if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(_is_number(v) for v in box)):
+            return f"has bbox {box!r}: expected [x, y, width, height], 4 numbers"
+        if not all(math.isfinite(v) for v in box):
+            return f"has bbox {list(box)} with a NaN or infinite value"
+        if box[2] < 0 or box[3] < 0:
+            return f"has bbox {list(box)} with a negative width or height (COCO boxes are [x, y, width, height])"
+    elif not (isinstance(det["segmentation"], list)
+              or isinstance(det["segmentation"], dict) and {"counts", "size"} <= set(det["segmentation"])):
+        return "has a segmentation that is neither RLE ({'counts', 'size'}) nor a polygon list"
+    return None
+
+
+def _check_results(
+    results: Any, gt: dict[str, Any], iou_type: str, name: str, allow_empty: bool = True
+) -> list[dict[str, Any]]:
+    """Reject results that pycocotools would mis-evaluate silently (NaN scores and boxes are ranked and
+    matched without a word) or fail on with an opaque assertion; the message names the detection's index."""
     if not isinstance(results, list):
         raise CocoEvaluationError(f"{name}: a COCO results file is a JSON list of detections, got {type(results).__name__}")
-    image_ids = {img["id"] for img in gt.get("images", [])}
-    category_ids = {cat["id"] for cat in gt.get("categories", [])}
-    key = "bbox" if iou_type == "bbox" else "segmentation"
+    if not results and not allow_empty:
+        raise CocoEvaluationError(f"{name}: the results list is empty: there are no detections to evaluate")
+    image_ids = {img.get("id") for img in gt.get("images", []) if isinstance(img, dict)}
+    category_ids = {cat.get("id") for cat in gt.get("categories", []) if isinstance(cat, dict)}
     for i, det in enumerate(results):
-        missing = [k for k in ("image_id", "category_id", "score", key) if k not in det]
-        if missing:
-            raise CocoEvaluationError(f"{name}: detection #{i} lacks {missing} (needed for iou_type={iou_type!r})")
-        if det["image_id"] not in image_ids:
-            raise CocoEvaluationError(f"{name}: detection #{i} has image_id {det['image_id']} not in the ground truth")
-        if det["category_id"] not in category_ids:
-            raise CocoEvaluationError(
-                f"{name}: detection #{i} has category_id {det['category_id']} not in the ground truth categories"
-            )
+        problem = _detection_problem(det, image_ids, category_ids, iou_type)
+        if problem is not None:
+            raise CocoEvaluationError(f"{name}: detection #{i} {problem}")
     return results
 
 
@@ -79,12 +118,18 @@ def evaluate_coco(
     results: str | Path | Sequence[dict[str, Any]],
     iou_type: str = "bbox",
     per_class: bool = False,
+    allow_empty: bool = True,
 ) -> dict[str, Any]:
     """COCO AP/AR of ``results`` against ``ground_truth`` (paths to JSON files or loaded objects).
 
     Returns the 12 standard statistics under :data:`COCO_STAT_NAMES` (``-1`` where a statistic is
     undefined, e.g. no small objects, as pycocotools reports it) and, with ``per_class``, ``"per_class"``:
     ``{category name: AP@[.5:.95]}`` (``nan`` for categories without ground truth).
+
+    Every detection is checked first (:class:`CocoEvaluationError` naming the results and the detection's
+    index, from 0). An empty list scores all zeros, as an untrained model's validation does; with
+    ``allow_empty=False`` (``lit-vision eval-coco``: a results file without detections is a broken export)
+    it raises.
     """
     from faster_coco_eval import COCO, COCOeval_faster
 
@@ -94,7 +139,8 @@ def evaluate_coco(
     if not isinstance(gt_data, dict) or not {"images", "annotations", "categories"} <= set(gt_data):
         raise CocoEvaluationError(f"{gt_name}: not a COCO instances file (needs images, annotations, categories)")
     res_data, res_name = _load_json(results, "results")
-    res_data = _check_results(list(res_data) if isinstance(res_data, tuple) else res_data, gt_data, iou_type, res_name)
+    res_data = _check_results(list(res_data) if isinstance(res_data, tuple) else res_data, gt_data, iou_type,
+                              res_name, allow_empty)
     if not res_data:
         return {name: 0.0 for name in COCO_STAT_NAMES} | ({"per_class": {}} if per_class else {})
 

@@ -11,10 +11,12 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from lit_vision import resume
+from lit_vision.callbacks.nonfinite import NonFiniteGuard
 from lit_vision.callbacks.prediction_writer import JsonlPredictionWriter
 from lit_vision.contracts import DataInfo
 
@@ -58,6 +60,15 @@ def resolve_classes(task: str, num_classes: int | None, class_names: list[str] |
     return num_classes, list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
 
 
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lit_vision")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 class VisionTask(LightningModule):
     """Base of :class:`ImageClassifier` and the other tasks.
 
@@ -79,6 +90,11 @@ class VisionTask(LightningModule):
         lr_scheduler_interval: ``"step"`` or ``"epoch"``: how often a YAML-given scheduler steps.
         no_weight_decay_norm_bias: put norm parameters, biases and other 1-D parameters in a group with
             ``weight_decay=0`` (the decay set on the optimizer applies to the rest).
+        nonfinite: what a non-finite loss or gradient does (:class:`~lit_vision.callbacks.NonFiniteGuard`,
+            attached by :meth:`configure_callbacks`; see ``docs/nonfinite.md``): ``"stop"`` the run with a message
+            naming the step, loss terms and samples, before any checkpoint is written; ``"skip"`` up to
+            ``max_nonfinite_skips`` bad steps (a warning each, one device sync per step), then stop; ``"off"``.
+        max_nonfinite_skips: how many bad steps ``nonfinite="skip"`` drops before it stops.
     """
 
     def __init__(
@@ -89,6 +105,8 @@ class VisionTask(LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
         no_weight_decay_norm_bias: bool = True,
+        nonfinite: Literal["stop", "skip", "off"] = "stop",
+        max_nonfinite_skips: int = 10,
     ) -> None:
         super().__init__()
         self.num_classes, self.class_names = resolve_classes(type(self).__name__, num_classes, class_names)
@@ -101,9 +119,22 @@ class VisionTask(LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
         self.no_weight_decay_norm_bias = no_weight_decay_norm_bias
+        if nonfinite not in ("stop", "skip", "off"):
+            raise ValueError(f"nonfinite must be 'stop', 'skip' or 'off', got {nonfinite!r}")
+        self.nonfinite = nonfinite
+        self.max_nonfinite_skips = max_nonfinite_skips
+        # The last training step's named loss terms (detached), set by the tasks' training_step: the
+        # non-finite guard names them in its message.
+        self.loss_terms: dict[str, torch.Tensor] = {}
 
     prediction_writer: ClassVar[type[BasePredictionWriter]] = JsonlPredictionWriter
     monitor_metric: ClassVar[str | None] = None
+    # How ``--ckpt_path`` treats a setting the user gives (docs/checkpoints.md): inference-time settings are expected
+    # to differ from the checkpoint's and win; one that defines the network (dotted names cover an architecture's
+    # options: "architecture" covers "architecture.fpn_channels") must equal the checkpoint's. A subclass extends
+    # both with ``|``. Other given settings (optimizer, loss weights) win too: they do not change the weights' meaning.
+    inference_args: ClassVar[frozenset[str]] = frozenset()
+    network_args: ClassVar[frozenset[str]] = frozenset({"num_classes", "class_names"})
     class_names: list[str]
     data_info: DataInfo  # what the data told this task (plus what its checkpoint kept)
 
@@ -115,11 +146,18 @@ class VisionTask(LightningModule):
         self.data_info = info.fill_from(self.data_info)  # what a checkpoint kept fills what this data cannot say
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            checkpoint[resume.KEY] = resume.capture(self)  # random/metric state: an exact resume (lit_vision/resume.py)
         info = self.data_info
         checkpoint["lit_vision_data_info"] = {"label_to_category_id": info.label_to_category_id,
                                               "palette": info.palette, "ignore_index": info.ignore_index}
+        # What the file is, so ``--ckpt_path`` can refuse a foreign file or another task's before any work.
+        checkpoint["lit_vision"] = {"version": _package_version(),
+                                    "task": f"{type(self).__module__}.{type(self).__qualname__}"}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved_resume = checkpoint.get(resume.KEY)
+        self._resume = resume.Restorer(saved_resume) if saved_resume else None
         saved = checkpoint.get("lit_vision_data_info")
         if saved:
             # Lightning may have set the data up already (predict --ckpt_path restores after setup): either way,
@@ -129,11 +167,34 @@ class VisionTask(LightningModule):
                 class_names=list(self.class_names), palette=saved.get("palette"), ignore_index=saved.get("ignore_index"),
                 label_to_category_id={int(k): int(v) for k, v in mapping.items()} if mapping else None))
 
+    _resume: resume.Restorer | None = None
+
+    def on_train_start(self) -> None:
+        """A resumed run gets the interrupted run's random and metric states back here, just before its first step."""
+        if self._resume is not None:
+            self._resume.on_train_start(self)
+
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        if self._resume is not None:
+            self._resume.after_first_log(self)
+
     def _drop_unserializable_hparams(self) -> None:
         """Callables given from Python (not from the CLI, which stores their config) can't be checkpointed."""
         for key in ("optimizer", "lr_scheduler"):
             if key in self.hparams and not isinstance(self.hparams[key], (dict, str, type(None))):
                 del self.hparams[key]
+
+    def configure_callbacks(self) -> list[Callback]:
+        """The non-finite guard (``nonfinite``), on by default so that a Python ``Trainer`` and the CLI both get it.
+
+        Lightning replaces trainer callbacks of the same type with these: a :class:`NonFiniteGuard` the user
+        configured (``--trainer.callbacks+=NonFiniteGuard``) is left in place instead. Subclasses that add
+        callbacks should extend ``super().configure_callbacks()``.
+        """
+        configured = self._trainer.callbacks if self._trainer is not None else []
+        if self.nonfinite == "off" or any(isinstance(c, NonFiniteGuard) for c in configured):
+            return []
+        return [NonFiniteGuard(mode=self.nonfinite, max_skips=self.max_nonfinite_skips)]
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Parameter groups handed to the optimizer; override for layer-wise LR decay and the like."""

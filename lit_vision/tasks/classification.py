@@ -37,11 +37,13 @@ class ImageClassifier(VisionTask):
         top_k: how many classes ``predict_step`` returns (and the k of the ``acc5`` metric, capped at
             the number of classes).
         freeze_backbone: train only the head (linear probing).
-        **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``, ``no_weight_decay_norm_bias``: see
-            :class:`~lit_vision.tasks.base.VisionTask`.
+        **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``, ``no_weight_decay_norm_bias``,
+            ``nonfinite``, ``max_nonfinite_skips``: see :class:`~lit_vision.tasks.base.VisionTask`.
     """
 
     monitor_metric = "val/acc1"
+    inference_args = VisionTask.inference_args | {"top_k"}  # how --ckpt_path treats given settings: see VisionTask
+    network_args = VisionTask.network_args | {"backbone", "backbone_kwargs", "pool"}
 
     def __init__(
         self,

@@ -47,11 +47,16 @@ class ObjectDetector(VisionTask):
         image_size: the DataModule's ``image_size`` (linked by the CLI): the longer side its presets resize to.
         per_class_ap: also log AP@[.5:.95] per category as ``<stage>/ap/<class name>`` (``nan`` - not
             logged - for categories without ground truth in the split).
-        **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``, ``no_weight_decay_norm_bias``: see
-            :class:`~lit_vision.tasks.base.VisionTask`.
+        **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``, ``no_weight_decay_norm_bias``,
+            ``nonfinite``, ``max_nonfinite_skips``: see :class:`~lit_vision.tasks.base.VisionTask`.
     """
 
     monitor_metric = "val/map"
+    # How --ckpt_path treats given settings (see VisionTask): post-processing and input size may change at inference.
+    inference_args = VisionTask.inference_args | {
+        "image_size", "architecture.score_thresh", "architecture.nms_thresh", "architecture.detections_per_img",
+        "architecture.pre_nms_top_n", "architecture.min_size", "architecture.max_size"}
+    network_args = VisionTask.network_args | {"architecture", "backbone", "backbone_kwargs"}
 
     def __init__(
         self,
@@ -109,6 +114,7 @@ class ObjectDetector(VisionTask):
         images, targets = batch["image"], batch["target"]
         losses = self.model(images, targets)
         loss = self.compute_loss(losses)
+        self.loss_terms = {"loss": loss.detach()} | {k: v.detach() for k, v in losses.items()}  # named on a NaN
         n = len(images)
         for name, value in losses.items():
             self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=n)

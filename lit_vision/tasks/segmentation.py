@@ -94,11 +94,13 @@ class SemanticSegmenter(VisionTask):
         dice_weight: weight of an added soft Dice loss (0 = off).
         inference: ``"whole"`` or ``"slide"``; ``window_size``/``window_stride`` for sliding windows
             (default: 512 / two thirds of the window).
-        **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``, ``no_weight_decay_norm_bias``: see
-            :class:`~lit_vision.tasks.base.VisionTask`.
+        **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``, ``no_weight_decay_norm_bias``,
+            ``nonfinite``, ``max_nonfinite_skips``: see :class:`~lit_vision.tasks.base.VisionTask`.
     """
 
     monitor_metric = "val/miou"
+    inference_args = VisionTask.inference_args | {"inference", "window_size", "window_stride"}  # see VisionTask
+    network_args = VisionTask.network_args | {"architecture", "backbone", "backbone_kwargs", "output_stride", "aux_loss"}
     prediction_writer = SegmentationMaskWriter  # what ``lit-vision predict`` adds: palette PNGs + JSON lines
 
     def __init__(
@@ -168,6 +170,7 @@ class SemanticSegmenter(VisionTask):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         terms = self.compute_loss(self.model(batch["image"]), batch["mask"])
+        self.loss_terms = {k: v.detach() for k, v in terms.items()}  # named by the non-finite guard
         n = batch["image"].shape[0]
         for name, value in terms.items():
             self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=n, prog_bar=name == "loss")

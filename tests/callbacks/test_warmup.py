@@ -176,7 +176,7 @@ def test_each_optimizer_warms_up_over_its_own_steps() -> None:
     assert model.used["b"] == pytest.approx([0.01 * f for f in factors[:3]])
     assert trainer.global_step == 9  # Lightning counts both optimizers' steps, hence the per-optimizer counters
     assert [g["lr"] for opt in trainer.optimizers for g in opt.param_groups] == [0.1, 0.01]
-    assert cb.state_dict() == {"optimizer_steps": [6, 3]}
+    assert cb.state_dict() == {"optimizer_steps": [6, 3], "logged_final": True}
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lit_vision.callbacks import LastCheckpoint
 from lit_vision.cli import run_cli
 
 BIN = Path(sys.executable).parent / "lit-vision"
@@ -43,9 +44,11 @@ def trained(imagefolder_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
         cwd=cwd,
     )
     assert "Validation summary" in proc.stdout and "val/acc1" in proc.stdout
-    ckpts = list((cwd / "runs").rglob("*.ckpt"))
-    assert len(ckpts) == 1, ckpts
-    return cwd, ckpts[0]
+    ckpts = sorted((cwd / "runs").rglob("*.ckpt"))
+    assert [c.name for c in ckpts if c.name == "last.ckpt"] == ["last.ckpt"], ckpts  # the latest state, for resuming
+    best = [c for c in ckpts if c.name != "last.ckpt"]
+    assert len(best) == 1, ckpts
+    return cwd, best[0]
 
 
 def test_fit_fast_dev_run_with_short_class_names(imagefolder_root: Path, tmp_path: Path) -> None:
@@ -128,7 +131,8 @@ def test_default_checkpoint_keeps_the_best_epoch_by_the_task_metric(imagefolder_
     monkeypatch.chdir(tmp_path)
     cli = run_cli(common(imagefolder_root), run=False)
     ckpt = cli.trainer.checkpoint_callback
-    assert ckpt.monitor == "val/acc1" and ckpt.mode == "max" and ckpt.save_last
+    assert ckpt.monitor == "val/acc1" and ckpt.mode == "max" and not ckpt.save_last
+    assert any(isinstance(c, LastCheckpoint) for c in cli.trainer.callbacks)  # last.ckpt: every epoch, not on improvement
     explicit = run_cli([*common(imagefolder_root), "--trainer.callbacks+=ModelCheckpoint",
                         "--trainer.callbacks.every_n_epochs=2"], run=False)
     assert explicit.trainer.checkpoint_callback.monitor is None  # what the user configured is kept

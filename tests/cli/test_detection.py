@@ -41,13 +41,13 @@ def writer(cli, kind: type):  # noqa: ANN001, ANN201 - the one callback of that 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """Two short epochs with ``lit-vision fit``; returns (working dir, shapes cache, best checkpoint)."""
+    """Three short epochs with ``lit-vision fit``; returns (working dir, shapes cache, best checkpoint)."""
     cwd = tmp_path_factory.mktemp("det_cli")
     cache = tmp_path_factory.mktemp("det_cli_shapes")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(cwd)
         cli = run_cli(["fit", *MODEL, *shapes_data(cache), *TRAINER, "--seed_everything", "0",
-                       "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1",
+                       "--trainer.max_epochs", "3", "--trainer.log_every_n_steps", "1",
                        "--model.optimizer", "torch.optim.Adam", "--model.optimizer.lr", "1e-3"])
     best = Path(cli.trainer.checkpoint_callback.best_model_path)
     return cwd, cache, best if best.is_absolute() else cwd / best

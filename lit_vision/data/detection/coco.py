@@ -111,8 +111,9 @@ class CocoDetectionDataset(DetectionSource):
         return target
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        path = self.image_path(index)
-        return detection_item(load_rgb(path), self.raw_target(index), self.transforms, self.images[index]["id"], path)
+        path, img = self.image_path(index), self.images[index]
+        image = load_rgb(path, self.instances.annotated_size(img), self.instances.where(img))  # EXIF: as annotated
+        return detection_item(image, self.raw_target(index), self.transforms, img["id"], path)
 
 
 class COCODetectionDataModule(DetectionDataModule):

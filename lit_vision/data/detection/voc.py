@@ -48,10 +48,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torchvision import tv_tensors
 
-from lit_vision.data.checks import DataError, OnBad, load_rgb
+from lit_vision.data.checks import (
+    DataError,
+    OnBad,
+    check_annotated_size,
+    load_rgb,
+    warn_exif_ignored,
+)
 from lit_vision.data.detection.base import (
     DetectionDataModule,
     DetectionSource,
@@ -190,13 +195,11 @@ class VOCDetectionDataset(DetectionSource):
         return str(self.split_file)
 
     def check_sizes(self) -> None:
-        """The XML's width/height must be the JPEG's: boxes are given in those pixels."""
-        for record in self.records:
-            with Image.open(record["jpeg"]) as im:
-                w, h = im.size
-            if (w, h) != (record["width"], record["height"]):
-                raise DataError(f"{record['xml']}: says {record['width']}x{record['height']} "
-                                f"but {record['jpeg']} is {w}x{h}")
+        """The XML's width/height must be the JPEG's, as viewers show it (EXIF orientation applied) or as stored:
+        boxes are given in those pixels (see :func:`~lit_vision.data.checks.exif_applies`)."""
+        ignored = [r["jpeg"] for r in self.records
+                   if check_annotated_size(r["jpeg"], (r["width"], r["height"]), f"{r['xml']}:")]
+        warn_exif_ignored(ignored, str(self.split_file))
 
     def ground_truth(self) -> dict[str, Any]:
         """COCO instances dict of the split for :func:`~lit_vision.evaluation.coco.evaluate_coco`.
@@ -228,8 +231,9 @@ class VOCDetectionDataset(DetectionSource):
         }
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        path = self.image_path(index)
-        return detection_item(load_rgb(path), self.raw_target(index), self.transforms, self.image_ids[index], path)
+        path, record = self.image_path(index), self.records[index]
+        image = load_rgb(path, (record["width"], record["height"]), f"{record['xml']}:")  # EXIF: as annotated
+        return detection_item(image, self.raw_target(index), self.transforms, self.image_ids[index], path)
 
 
 class VOCDetectionDataModule(DetectionDataModule):

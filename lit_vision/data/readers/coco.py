@@ -16,9 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from lit_vision.data.checks import DataError, OnBad
+from lit_vision.data.checks import (
+    DataError,
+    OnBad,
+    check_annotated_size,
+    warn_exif_ignored,
+)
 
 BOX_TOLERANCE = 1.0  # pixels a box may extend past the image (rounding in exported files); clamped
 
@@ -156,14 +160,23 @@ class CocoInstances:
         return list(images.values()), kept, skipped
 
     def check_sizes(self) -> None:
-        """The JSON's width/height must be the file's: boxes and masks are given in those pixels."""
+        """The JSON's width/height must be the file's, as viewers show it (EXIF orientation applied) or as
+        stored: boxes and masks are given in those pixels (see :func:`~lit_vision.data.checks.exif_applies`)."""
+        ignored = []
         for img in self.images:
             path = self.images_dir / img["file_name"]
-            with Image.open(path) as im:
-                w, h = im.size
-            if (w, h) != (img["width"], img["height"]):
-                raise DataError(f"{self.annotations_json}: image id {img['id']} says {img['width']}x{img['height']} "
-                                f"but {path} is {w}x{h}")
+            if check_annotated_size(path, self.annotated_size(img), self.where(img)):
+                ignored.append(path)
+        warn_exif_ignored(ignored, str(self.annotations_json))
+
+    @staticmethod
+    def annotated_size(img: dict[str, Any]) -> tuple[int, int]:
+        """``(w, h)`` of an image entry: what :func:`~lit_vision.data.checks.load_rgb` is told to match."""
+        return int(img["width"]), int(img["height"])
+
+    def where(self, img: dict[str, Any]) -> str:
+        """How messages name an image entry."""
+        return f"{self.annotations_json}: image id {img['id']}"
 
     def image_path(self, index: int) -> str:
         return str(self.images_dir / self.images[index]["file_name"])

@@ -33,8 +33,11 @@ from lit_vision.data.checks import (
     DataError,
     check_image,
     checked_predict_paths,
+    exif_applies,
     load_rgb,
+    oriented_size,
     should_verify,
+    warn_exif_ignored,
 )
 from lit_vision.data.segmentation.transforms import (
     SegmentationTransform,
@@ -124,13 +127,33 @@ class SegmentationDataset(Dataset):
         """uint8 ``[H, W]`` class indices of item ``index`` (``height``/``width``: its image's size)."""
         return read_index_mask(self.mask_paths[index])
 
+    def annotated_size(self, index: int) -> tuple[int, int] | None:
+        """``(w, h)`` the annotation of ``index`` gives its image (here: the mask file's; ``None`` without
+        masks): the image's EXIF orientation is applied only if that is its rotated size (masks are index
+        maps, never rotated: see :func:`~lit_vision.data.checks.exif_applies`)."""
+        if self.mask_paths is None:
+            return None
+        path = self.mask_paths[index]
+        try:
+            with Image.open(path) as im:
+                return im.size
+        except FileNotFoundError as err:
+            raise DataError(f"mask file {path} does not exist") from err
+        except (OSError, SyntaxError, ValueError) as err:
+            raise DataError(f"cannot read mask {path}: {err}") from err
+
+    def annotation_where(self, index: int) -> str:
+        """How a size message names the annotation of ``index``."""
+        return f"mask {self.mask_source(index)}"
+
     def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """uint8 image ``[3, H, W]`` and checked uint8 mask ``[H, W]`` (``None`` without masks)."""
         if self._cache is not None:
             image, mask = self._cache[index]
             return image, (mask if self.with_masks else None)
         path = self.image_paths[index]
-        image = F.pil_to_tensor(load_rgb(path))
+        # Served without masks too (predicting the val split): the same pixels as validation saw.
+        image = F.pil_to_tensor(load_rgb(path, self.annotated_size(index), self.annotation_where(index)))
         if not self.with_masks:
             return image, None
         h, w = image.shape[-2:]
@@ -153,7 +176,7 @@ class SegmentationDataset(Dataset):
         return item
 
     # ------------------------------------------------------------------ checks, cache, copies
-    def _problem(self, index: int) -> str | None:
+    def _problem(self, index: int, exif_ignored: list[str]) -> str | None:
         path = self.image_paths[index]
         message = check_image(path)
         if message is not None:
@@ -161,8 +184,12 @@ class SegmentationDataset(Dataset):
         if not self.with_masks:
             return None
         try:
-            with Image.open(path) as im:
-                w, h = im.size
+            size = oriented_size(path)
+            annotated = self.annotated_size(index)
+            applies = annotated is not None and exif_applies(size, annotated, path, self.annotation_where(index))
+            if size.orientation != 1 and not applies:
+                exif_ignored.append(path)  # list.append is atomic: safe from the pool's threads
+            w, h = size.shown if applies else size.stored
             check_mask(self.read_mask(index, h, w), self.mask_source(index), (h, w), self.num_classes, path)
         except DataError as err:
             return str(err)
@@ -172,13 +199,16 @@ class SegmentationDataset(Dataset):
         """Decode every image and mask; raise one :class:`DataError` listing every bad file (up to 20)."""
         if self._checked:
             return
+        exif_ignored: list[str] = []
         with ThreadPoolExecutor(max_workers=num_threads) as pool:
-            problems = [p for p in pool.map(self._problem, range(len(self))) if p is not None]
+            found = pool.map(lambda i: self._problem(i, exif_ignored), range(len(self)))
+            problems = [p for p in found if p is not None]
         if problems:
             listing = "\n".join(f"  {p}" for p in problems[:20])
             more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
             raise DataError(f"{len(problems)} bad image/mask pair(s) in {self.describe or 'the dataset'}:\n"
                             f"{listing}{more}")
+        warn_exif_ignored(sorted(exif_ignored), self.describe or "the dataset")
         self._checked = True
 
     def cache(self, num_threads: int = 4) -> None:

@@ -161,6 +161,12 @@ class CocoSegmentationDataset(SegmentationDataset):
     def mask_source(self, index: int) -> str:
         return f"of {self.annotations_json} for image id {self.images[index]['id']}"
 
+    def annotated_size(self, index: int) -> tuple[int, int]:
+        return int(self.images[index]["width"]), int(self.images[index]["height"])
+
+    def annotation_where(self, index: int) -> str:
+        return f"{self.annotations_json}: image id {self.images[index]['id']}"
+
     def read_mask(self, index: int, height: int, width: int) -> np.ndarray:
         """Rasterize the class map of image ``index``: crowd as ignore first, then objects, larger first."""
         img = self.images[index]

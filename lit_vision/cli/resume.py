@@ -1,0 +1,137 @@
+"""``--ckpt_path last`` (or a run directory): continue the newest run of the recipe, in its own directory.
+
+Lightning resolves ``last`` inside the *new* version directory that the logger is about to create, where no
+``last.ckpt`` exists yet, so a restarted job trains from scratch. Here ``last`` means the most recently written
+``last.ckpt`` under the logger's ``<save_dir>/<name>/`` (or a configured checkpoint ``dirpath``); the logger is
+pointed at that version directory, so curves and checkpoints stay in one place, and a CSV log keeps its rows
+(those after the checkpoint's step are dropped: the resumed run logs them again).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.utilities import rank_zero_info
+
+from lit_vision.cli.errors import CLIError
+
+# Loggers whose directory is <save_dir>/<name>/<version> (Lightning's CSV and TensorBoard loggers).
+_VERSIONED_LOGGERS = ("CSVLogger", "TensorBoardLogger")
+
+
+@dataclass
+class ResumeTarget:
+    checkpoint: Path
+    version_dir: Path | None  # the run directory the logger continues in (None: the logger's own choice)
+
+
+def _logger_config(trainer_cfg: Any) -> Any | None:
+    logger = trainer_cfg.get("logger") if trainer_cfg is not None else None
+    if isinstance(logger, list):
+        logger = logger[0] if logger else None
+    if logger is None or isinstance(logger, bool) or not hasattr(logger, "get"):
+        return None
+    return logger if str(logger.get("class_path", "")).rsplit(".", 1)[-1] in _VERSIONED_LOGGERS else None
+
+
+def _run_root(logger_cfg: Any) -> Path | None:
+    args = logger_cfg.get("init_args") or {}
+    save_dir = args.get("save_dir") or args.get("root_dir") or "."
+    name = args.get("name")
+    name = "lightning_logs" if name is None else name
+    return Path(save_dir) / name if name else Path(save_dir)
+
+
+def _configured_dirpaths(trainer_cfg: Any) -> list[Path]:
+    paths = []
+    for cb in (trainer_cfg.get("callbacks") or []) if trainer_cfg is not None else []:
+        args = cb.get("init_args") if hasattr(cb, "get") else None
+        if args and args.get("dirpath"):
+            paths.append(Path(args["dirpath"]))
+    return paths
+
+
+def _last_in(directory: Path) -> Path | None:
+    for candidate in (directory / "checkpoints" / "last.ckpt", directory / "last.ckpt"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_resume_target(ckpt_path: str, trainer_cfg: Any) -> ResumeTarget | None:
+    """Where ``--ckpt_path last`` / ``--ckpt_path RUN_DIR`` resumes from; ``None`` for ``last`` with nothing yet."""
+    logger_cfg = _logger_config(trainer_cfg)
+    if ckpt_path != "last":
+        run_dir = Path(ckpt_path)
+        found = _last_in(run_dir)
+        if found is None:
+            raise CLIError(f"--ckpt_path {ckpt_path}: no last.ckpt in that directory (nor in its checkpoints/)")
+        return ResumeTarget(found, run_dir if found.parent.name == "checkpoints" or found.parent == run_dir else None)
+    candidates: list[tuple[Path, Path | None]] = [(p / "last.ckpt", None) for p in _configured_dirpaths(trainer_cfg)]
+    root = _run_root(logger_cfg) if logger_cfg is not None else None
+    if root is not None and root.is_dir():
+        candidates += [(d / "checkpoints" / "last.ckpt", d) for d in root.iterdir() if d.is_dir()]
+    existing = [(c, d) for c, d in candidates if c.is_file()]
+    if not existing:
+        where = ", ".join(str(p) for p in [root, *_configured_dirpaths(trainer_cfg)] if p is not None) or "the run"
+        rank_zero_info(f"--ckpt_path last: no last.ckpt under {where} yet: starting a new run")
+        return None
+    checkpoint, version_dir = max(existing, key=lambda cd: cd[0].stat().st_mtime)
+    return ResumeTarget(checkpoint, version_dir)
+
+
+def point_logger_at(trainer_cfg: Any, version_dir: Path) -> bool:
+    """Make the configured CSV/TensorBoard logger write into ``version_dir`` (``<save_dir>/<name>/<version>``)."""
+    logger_cfg = _logger_config(trainer_cfg)
+    if logger_cfg is None:
+        return False
+    args = logger_cfg.get("init_args")
+    if args is None:
+        return False
+    match = re.fullmatch(r"version_(\d+)", version_dir.name)
+    args["save_dir"] = str(version_dir.parent.parent)
+    args["name"] = version_dir.parent.name
+    args["version"] = int(match.group(1)) if match else version_dir.name
+    return True
+
+
+class _ContinuingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued rather than deleted.
+
+    Rows at or after the first step the resumed run logs are dropped (they were logged after the checkpoint
+    was written and are logged again), so the file reads as one uninterrupted run.
+    """
+
+    def _check_log_dir_exists(self) -> None:
+        self._previous: list[dict[str, str]] = []
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                reader = csv.DictReader(f)
+                self._previous = list(reader)
+                self.metrics_keys = sorted(reader.fieldnames or [])
+
+    def save(self) -> None:
+        if self._previous is not None and self.metrics:
+            first = min(float(m["step"]) for m in self.metrics if m.get("step") is not None)
+            kept = [row for row in self._previous if row.get("step") in (None, "") or float(row["step"]) < first]
+            self._record_new_keys()
+            with self._fs.open(self.metrics_file_path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+                writer.writeheader()
+                writer.writerows(kept)
+            self._previous = None
+        super().save()
+
+
+def continue_csv_logs(loggers: list[Any]) -> None:
+    """Give each CSV logger (about to continue an existing version directory) the continuing writer."""
+    for logger in loggers:
+        if isinstance(logger, CSVLogger) and logger._experiment is None:
+            logger._fs.makedirs(logger.root_dir, exist_ok=True)
+            logger._experiment = _ContinuingWriter(log_dir=logger.log_dir)

@@ -1,0 +1,102 @@
+"""LastCheckpoint cadence (every epoch end, every N steps) and atomic writes that survive a failed write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader, TensorDataset
+
+from lit_vision.callbacks.checkpoint import AtomicCheckpointIO, LastCheckpoint, remove_stale_temporaries
+
+
+class Tiny(LightningModule):
+    """A linear model whose validation metric never improves after epoch 0 (so a monitored save_last would stall)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.layer(batch[0]).pow(2).mean()
+
+    def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
+        self.log("val/score", -float(self.current_epoch))  # best at epoch 0
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(torch.randn(20, 4)), batch_size=4)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(torch.randn(4, 4)), batch_size=4)
+
+
+class RecordLastWrites(Callback):
+    """Reads last.ckpt's global step after every batch and at every epoch end."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.seen = path, []
+
+    def on_train_batch_end(self, trainer: Trainer, *args: object) -> None:
+        if self.path.exists():
+            step = torch.load(self.path, weights_only=True, map_location="cpu")["global_step"]
+            if not self.seen or self.seen[-1] != step:
+                self.seen.append(step)
+
+
+def fit(tmp_path: Path, *callbacks: Callback, epochs: int = 3) -> Trainer:
+    trainer = Trainer(default_root_dir=tmp_path, max_epochs=epochs, callbacks=list(callbacks), logger=False,
+                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(Tiny())
+    return trainer
+
+
+def test_last_checkpoint_is_the_latest_epoch_even_when_the_monitored_metric_does_not_improve(tmp_path: Path) -> None:
+    best = ModelCheckpoint(dirpath=tmp_path, monitor="val/score", mode="max", filename="best")
+    trainer = fit(tmp_path, best, LastCheckpoint(dirpath=str(tmp_path)))
+    last = torch.load(tmp_path / "last.ckpt", weights_only=True, map_location="cpu")
+    assert last["epoch"] == 2 and last["global_step"] == 15  # 3 epochs x 5 steps
+    assert torch.load(tmp_path / "best.ckpt", weights_only=True, map_location="cpu")["global_step"] == 5
+    assert trainer.checkpoint_callback is best  # `ckpt_path="best"` still means the monitored one
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "last.ckpt"]  # no temporaries left
+
+
+def test_step_cadence_writes_mid_epoch_and_at_each_epoch_end(tmp_path: Path) -> None:
+    record = RecordLastWrites(tmp_path / "last.ckpt")
+    fit(tmp_path, LastCheckpoint(dirpath=str(tmp_path), every_n_train_steps=2), record, epochs=2)
+    # steps 2 and 4 mid-epoch; epoch ends at 5 and 10 (step 10's batch is an epoch's last: no extra write there).
+    # The recorder runs before the checkpoint callbacks, so a write at step s is seen one batch later.
+    assert record.seen == [2, 4, 5, 6, 8]
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True, map_location="cpu")["global_step"] == 10
+
+
+def test_a_failed_write_leaves_the_previous_file_intact_and_no_temporary(tmp_path: Path) -> None:
+    io, target = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"global_step": 1}, target)
+
+    class Unpicklable:
+        def __reduce__(self) -> tuple:
+            raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError, match="killed mid-write"):
+        io.save_checkpoint({"global_step": 2, "bad": Unpicklable()}, target)
+    assert torch.load(target, weights_only=True)["global_step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path: Path) -> None:
+    (tmp_path / ".last.ckpt.tmp-4242").write_bytes(b"partial")
+    (tmp_path / "best.ckpt").write_bytes(b"keep")
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["best.ckpt"]
+
+
+def test_negative_cadence_is_refused() -> None:
+    with pytest.raises(ValueError, match="every_n_train_steps=-1"):
+        LastCheckpoint(every_n_train_steps=-1)
