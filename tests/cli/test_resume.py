@@ -107,10 +107,10 @@ def test_two_process_ddp_resumes_exactly(imagefolder_root: Path, tmp_path: Path)
     kill_resume_and_compare(args, kill_at=5, saved_at=4, tmp_path=tmp_path)
 
 
-def test_last_with_nothing_to_resume_starts_a_new_run(imagefolder_root: Path, tmp_path: Path) -> None:
+def test_last_with_nothing_to_resume_starts_a_new_run(imagefolder_root: Path, tmp_path: Path, monkeypatch) -> None:
     from lit_vision.cli import run_cli
 
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     cli = run_cli(["fit", *classifier(imagefolder_root, "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0"),
                    "--ckpt_path", "last"])
     assert cli.trainer.global_step == 1 and cli.trainer.ckpt_path is None
