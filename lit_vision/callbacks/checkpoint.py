@@ -70,7 +70,8 @@ class LastCheckpoint(ModelCheckpoint):
     """Keep ``<dirpath>/last.ckpt`` = the latest training state (weights, optimizer, loops, loader, RNG).
 
     Written at the end of every epoch (after validation, when it runs) and, optionally, every
-    ``every_n_train_steps`` optimizer steps and/or every ``every_n_minutes`` minutes of training, never twice
+    ``every_n_train_steps`` optimizer steps and/or every ``every_n_minutes`` minutes of training (the clock is
+    read at the logging interval, ``log_every_n_steps``), never twice
     for one step, and not on an epoch's last batch (the epoch-end write follows). ``lit-vision fit`` adds one
     to every run (put one in the recipe to set the cadence); ``--ckpt_path last`` resumes from it.
 
@@ -110,16 +111,13 @@ class LastCheckpoint(ModelCheckpoint):
         if self._should_skip_saving_checkpoint(trainer) or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             return
         due = bool(self.every_n_train_steps_last) and trainer.global_step % self.every_n_train_steps_last == 0
-        if self.every_n_minutes:
-            # every rank must agree, or one would wait for the others in the collective save
+        if self.every_n_minutes and not due and trainer.global_step % trainer.log_every_n_steps == 0:
+            # Every rank must agree, or one would wait for the others in the collective save; the clock is
+            # read (and broadcast, one collective under DDP) only at the logging interval, not every step.
             timed = time.monotonic() - self._last_write_time >= 60 * self.every_n_minutes
-            due = due or trainer.strategy.broadcast(timed)
+            due = trainer.strategy.broadcast(timed)
         if due:
-            self._write(trainer)
-
-    def _write(self, trainer: pl.Trainer) -> None:
-        self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
-        self._last_write_time = time.monotonic()
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         # Flush the loggers first, so the curves on disk reach the step the checkpoint holds (a resumed CSV log

@@ -10,7 +10,11 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from lit_vision.callbacks.checkpoint import AtomicCheckpointIO, LastCheckpoint, remove_stale_temporaries
+from lit_vision.callbacks.checkpoint import (
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    remove_stale_temporaries,
+)
 
 
 class Tiny(LightningModule):
@@ -49,9 +53,10 @@ class RecordLastWrites(Callback):
                 self.seen.append(step)
 
 
-def fit(tmp_path: Path, *callbacks: Callback, epochs: int = 3) -> Trainer:
+def fit(tmp_path: Path, *callbacks: Callback, epochs: int = 3, log_every_n_steps: int = 50) -> Trainer:
     trainer = Trainer(default_root_dir=tmp_path, max_epochs=epochs, callbacks=list(callbacks), logger=False,
-                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                      log_every_n_steps=log_every_n_steps)
     trainer.fit(Tiny())
     return trainer
 
@@ -74,6 +79,13 @@ def test_step_cadence_writes_mid_epoch_and_at_each_epoch_end(tmp_path: Path) -> 
     # The recorder runs before the checkpoint callbacks, so a write at step s is seen one batch later.
     assert record.seen == [2, 4, 5, 6, 8]
     assert torch.load(tmp_path / "last.ckpt", weights_only=True, map_location="cpu")["global_step"] == 10
+
+
+def test_time_cadence_reads_the_clock_at_the_logging_interval(tmp_path: Path) -> None:
+    record = RecordLastWrites(tmp_path / "last.ckpt")
+    # A due time at every read: writes at steps 2, 4, 6, 8 (log_every_n_steps=2) and at the epoch ends 5 and 10.
+    fit(tmp_path, LastCheckpoint(dirpath=str(tmp_path), every_n_minutes=1e-9), record, epochs=2, log_every_n_steps=2)
+    assert record.seen == [2, 4, 5, 6, 8]
 
 
 def test_a_failed_write_leaves_the_previous_file_intact_and_no_temporary(tmp_path: Path) -> None:
