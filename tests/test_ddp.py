@@ -63,6 +63,15 @@ def test_ddp_two_processes_agree_on_metrics_and_ema_weights(imagefolder_root: Pa
     acc1 = (logits.argmax(1) == batch["label"]).float().mean().item()
     assert r0["metrics"]["val/acc1"] == pytest.approx(acc1, abs=1e-6)
 
+    # Validation pictures (added by the CLI): rank 0 drew the whole set, gathered from both shards - all 12 images
+    # in the fixed panel, and the worst 8 (more than one rank's 6) as a single process ranks them.
+    [pictures] = r0["pictures"]
+    assert pictures["panel"] == list(range(12))
+    losses = torch.nn.functional.cross_entropy(logits, batch["label"], reduction="none")
+    assert [i for _, i in pictures["worst"]] == losses.topk(8).indices.tolist()
+    assert pictures["confusion"].sum() == 12 and torch.equal(pictures["confusion"], r1["pictures"][0]["confusion"])
+    assert (tmp_path / "pictures" / "val_epoch001.png").is_file()
+
 
 @pytest.mark.ddp
 def test_an_exception_on_one_rank_ends_both_processes_with_its_message(imagefolder_root: Path, tmp_path: Path) -> None:

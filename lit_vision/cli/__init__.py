@@ -26,12 +26,16 @@ LIGHTNING_SUBCOMMANDS: dict[str, str] = {
 }
 OTHER_SUBCOMMANDS: dict[str, str] = {
     "eval-coco": "COCO AP/AR of a results file against ground truth (identical to pycocotools)",
+    "browse-data": "draw augmented training samples and dataset statistics (PNG + text) before training",
+    "plot": "draw training/validation curves of runs (metrics.csv) to a PNG",
 }
 DEBUG_ENV = "LIT_VISION_DEBUG"
 
 
 def top_level_help() -> str:
-    rows = "\n".join(f"    {name:<10} {text}" for name, text in {**LIGHTNING_SUBCOMMANDS, **OTHER_SUBCOMMANDS}.items())
+    commands = {**LIGHTNING_SUBCOMMANDS, **OTHER_SUBCOMMANDS}
+    width = max(len(name) for name in commands) + 1
+    rows = "\n".join(f"    {name:<{width}} {text}" for name, text in commands.items())
     return f"""usage: lit-vision <command> [options]
 
 A PyTorch Lightning research framework for computer vision: classification, detection and
@@ -50,7 +54,9 @@ examples:
     lit-vision fit --config experiments/detection/quickstart.yaml --model.architecture FCOS
     lit-vision predict --config experiments/classification/quickstart.yaml --ckpt_path best.ckpt \\
         --data.predict_paths photos/
-    lit-vision eval-coco --gt instances_val.json --results results.json"""
+    lit-vision eval-coco --gt instances_val.json --results results.json
+    lit-vision browse-data --config experiments/detection/quickstart.yaml --num_images 25
+    lit-vision plot runs/quickstart --metrics val/acc1 train/loss_step -o curves.png"""
 
 
 def debug_requested(argv: list[str]) -> bool:
@@ -85,6 +91,14 @@ def main(argv: list[str] | None = None) -> None:
         from lit_vision.cli.eval_coco import eval_coco
 
         sys.exit(eval_coco(argv[1:], debug=debug))
+    if command == "browse-data":
+        from lit_vision.cli.browse_data import browse_data
+
+        sys.exit(browse_data(argv[1:], debug=debug))
+    if command == "plot":
+        from lit_vision.cli.plot import plot
+
+        sys.exit(plot(argv[1:], debug=debug))
     if command not in LIGHTNING_SUBCOMMANDS:
         known = [*LIGHTNING_SUBCOMMANDS, *OTHER_SUBCOMMANDS]
         close = difflib.get_close_matches(command, known, n=1)

@@ -8,6 +8,8 @@
   win over the checkpoint's (:mod:`lit_vision.cli.checkpoints`, ``docs/checkpoints.md``).
 * Without a configured ``ModelCheckpoint``, the best epoch by the task's ``monitor_metric`` is kept (plus
   ``last.ckpt``); ``predict`` adds the task's ``prediction_writer`` class.
+* Every run writes ``config.yaml`` and ``run_info.yaml`` (git commit, versions, command line) to its log dir; a
+  W&B logger gets the full resolved config and the run info in its config (:mod:`lit_vision.cli.run_info`).
 * Errors before training (bad argument, unknown option, missing data, data check) print one short
   message and the usage line; ``--debug`` shows the traceback.
 * A non-finite loss or gradient during training (:class:`~lit_vision.callbacks.NonFiniteGuard`) is one
@@ -33,9 +35,11 @@ import lit_vision.tasks  # noqa: F401
 from lit_vision.callbacks.checkpoint import LastCheckpoint
 from lit_vision.callbacks.coco_results_writer import CocoResultsWriter
 from lit_vision.callbacks.nonfinite import NonFiniteLossError
+from lit_vision.callbacks.pictures import ValidationPictures
 from lit_vision.callbacks.prediction_writer import JsonlPredictionWriter
 from lit_vision.cli.errors import CLIError, condense_parser_error, short_exception
 from lit_vision.cli.resume import continue_csv_logs, find_resume_target, point_logger_at
+from lit_vision.cli.run_info import RunConfigCallback
 from lit_vision.data.base import SplitDataModule
 from lit_vision.data.checks import DataError
 from lit_vision.introspection import import_dotted
@@ -77,6 +81,9 @@ class LitVisionCLI(LightningCLI):
         # The user never types num_classes: the DataModule knows it once it has scanned its data.
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
+        parser.add_argument("--pictures", type=bool, default=True,
+                            help="fit/validate/test: draw validation pictures and per-class analysis for every logger "
+                                 "(ValidationPictures; a configured one is used as is). false: none.")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         self.raw_args = args  # re-read without defaults to tell what the user gave (cli/checkpoints.py)
@@ -131,6 +138,7 @@ class LitVisionCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         self._monitor_best_checkpoint(trainer)
         self._add_last_checkpoint(trainer)
+        self._add_pictures(trainer)
         if self._resume_into_existing_dir:
             continue_csv_logs(trainer.loggers)
         writer_class = getattr(self.model, "prediction_writer", JsonlPredictionWriter)
@@ -154,6 +162,14 @@ class LitVisionCLI(LightningCLI):
                 c.save_last = False
         if not any(isinstance(c, LastCheckpoint) for c in checkpoints):
             trainer.callbacks.append(LastCheckpoint())
+
+    def _add_pictures(self, trainer: Trainer) -> None:
+        """Every fit/validate/test draws what the model does (callbacks/pictures.py) unless ``--pictures false``."""
+        cfg = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        if self.subcommand not in ("fit", "validate", "test") or not cfg.get("pictures", True):
+            return
+        if not any(isinstance(c, ValidationPictures) for c in trainer.callbacks):
+            trainer.callbacks.append(ValidationPictures())
 
     def _monitor_best_checkpoint(self, trainer: Trainer) -> None:
         """Without a configured ModelCheckpoint, keep the best epoch by the task's metric (plus ``last.ckpt``).
@@ -193,6 +209,22 @@ class LitVisionCLI(LightningCLI):
         if isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_path:
             score = f"{float(ckpt.best_model_score):.4f}" if ckpt.best_model_score is not None else "n/a"
             print(f"  best {ckpt.monitor or 'checkpoint'}: {score}  ->  {ckpt.best_model_path}")
+        self._print_pictures()
+
+    def after_validate(self) -> None:
+        if self.trainer.is_global_zero:
+            self._print_pictures()
+
+    def after_test(self) -> None:
+        if self.trainer.is_global_zero:
+            self._print_pictures()
+
+    def _print_pictures(self) -> None:
+        """Where the validation pictures and the per-class analysis went (callbacks/pictures.py)."""
+        folders = sorted({str(Path(f).parent) for c in self.trainer.callbacks if isinstance(c, ValidationPictures)
+                          for f in c.written})
+        if folders:
+            print(f"  pictures and per-class analysis in {', '.join(folders)}")
 
     def after_predict(self) -> None:
         """Print where the prediction writers put their files (JSON lines; COCO results when asked for)."""
@@ -216,6 +248,7 @@ def _cli_kwargs(debug: bool) -> dict[str, Any]:
         "trainer_defaults": {
             "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
         },
+        "save_config_callback": RunConfigCallback,  # config.yaml + run_info.yaml; the full config on W&B
         "save_config_kwargs": {"overwrite": True},
         "parser_kwargs": {"parser_mode": "omegaconf"},
         "auto_configure_optimizers": False,

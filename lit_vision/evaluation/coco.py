@@ -119,6 +119,7 @@ def evaluate_coco(
     iou_type: str = "bbox",
     per_class: bool = False,
     allow_empty: bool = True,
+    details: bool = False,
 ) -> dict[str, Any]:
     """COCO AP/AR of ``results`` against ``ground_truth`` (paths to JSON files or loaded objects).
 
@@ -130,6 +131,10 @@ def evaluate_coco(
     index, from 0). An empty list scores all zeros, as an untrained model's validation does; with
     ``allow_empty=False`` (``lit-vision eval-coco``: a results file without detections is a broken export)
     it raises.
+
+    With ``details``, ``"details"`` holds the evaluation's arrays for per-class analysis (PR curves):
+    ``precision`` ``[T, R, K, A, M]`` as ``COCOeval.eval["precision"]``, ``iou_thresholds``, ``recall_thresholds``,
+    ``category_ids`` (the order of ``K``); ``None`` when there was nothing to evaluate.
     """
     from faster_coco_eval import COCO, COCOeval_faster
 
@@ -142,7 +147,8 @@ def evaluate_coco(
     res_data = _check_results(list(res_data) if isinstance(res_data, tuple) else res_data, gt_data, iou_type,
                               res_name, allow_empty)
     if not res_data:
-        return {name: 0.0 for name in COCO_STAT_NAMES} | ({"per_class": {}} if per_class else {})
+        return ({name: 0.0 for name in COCO_STAT_NAMES} | ({"per_class": {}} if per_class else {})
+                | ({"details": None} if details else {}))
 
     coco_gt = COCO(gt_data)
     coco_dt = coco_gt.loadRes(res_data)
@@ -159,6 +165,11 @@ def evaluate_coco(
         for k, cat_id in enumerate(evaluator.params.catIds):
             valid = precision[:, :, k][precision[:, :, k] > -1]
             out["per_class"][names[cat_id]] = float(valid.mean()) if valid.size else float("nan")
+    if details:
+        out["details"] = {"precision": np.asarray(evaluator.eval["precision"]),
+                          "iou_thresholds": np.asarray(evaluator.params.iouThrs),
+                          "recall_thresholds": np.asarray(evaluator.params.recThrs),
+                          "category_ids": list(evaluator.params.catIds)}
     return out
 
 

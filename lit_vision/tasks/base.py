@@ -18,7 +18,10 @@ from torch import nn
 from lit_vision import resume
 from lit_vision.callbacks.nonfinite import NonFiniteGuard
 from lit_vision.callbacks.prediction_writer import JsonlPredictionWriter
+from lit_vision.constants import IMAGENET_MEAN, IMAGENET_STD
 from lit_vision.contracts import DataInfo
+from lit_vision.visualize.draw import to_uint8
+from lit_vision.visualize.report import EvalReport
 
 # Norm layers whose affine parameters should not be decayed (decaying a BN scale only fights the norm).
 NORM_TYPES: tuple[type[nn.Module], ...] = (
@@ -126,6 +129,9 @@ class VisionTask(LightningModule):
         # The last training step's named loss terms (detached), set by the tasks' training_step: the
         # non-finite guard names them in its message.
         self.loss_terms: dict[str, torch.Tensor] = {}
+        # stage -> the last evaluation's per-class table / confusion matrix / PR curves, set at the end of each
+        # validation or test epoch for the pictures callback (callbacks/pictures.py) and for notebooks.
+        self.eval_reports: dict[str, EvalReport] = {}
 
     prediction_writer: ClassVar[type[BasePredictionWriter]] = JsonlPredictionWriter
     monitor_metric: ClassVar[str | None] = None
@@ -195,6 +201,22 @@ class VisionTask(LightningModule):
         if self.nonfinite == "off" or any(isinstance(c, NonFiniteGuard) for c in configured):
             return []
         return [NonFiniteGuard(mode=self.nonfinite, max_skips=self.max_nonfinite_skips)]
+
+    # ------------------------------------------------------------------ pictures (callbacks/pictures.py)
+    def picture(self, batch: Any, outputs: Any, index: int) -> Any:
+        """Item ``index`` of an evaluated batch as a picture with ground truth and prediction
+        (:mod:`lit_vision.visualize.pictures`), from what ``validation_step``/``test_step`` returned (``outputs``),
+        so drawing needs no second forward pass. ``None``: this task draws no pictures.
+
+        ``outputs["errors"]`` (one value per item, higher = worse) is what the worst-k panel ranks by.
+        """
+        return None
+
+    def display_image(self, image: torch.Tensor) -> torch.Tensor:
+        """A model input as ``uint8 [3, H, W]``: the ImageNet normalisation undone (a DataModule that
+        normalises otherwise says so as ``DataInfo.extra["normalize"] = (mean, std)``)."""
+        mean, std = self.data_info.extra.get("normalize", (IMAGENET_MEAN, IMAGENET_STD))
+        return to_uint8(image, mean, std)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Parameter groups handed to the optimizer; override for layer-wise LR decay and the like."""

@@ -7,12 +7,14 @@ from typing import Any, Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from lit_vision.backbones import create_backbone
 from lit_vision.heads import ClassificationHead
 from lit_vision.models import Classifier
 from lit_vision.tasks.base import VisionTask
+from lit_vision.visualize.pictures import ClassificationPicture
+from lit_vision.visualize.report import classification_report
 
 
 class ImageClassifier(VisionTask):
@@ -68,6 +70,9 @@ class ImageClassifier(VisionTask):
         self.train_metrics = self._make_metrics("train/")
         self.val_metrics = self._make_metrics("val/")
         self.test_metrics = self._make_metrics("test/")
+        # Image counts per (true, predicted) class: the per-class table and confusion matrix of each evaluation.
+        self.confusion = nn.ModuleDict({s: MulticlassConfusionMatrix(self.num_classes, validate_args=False)
+                                        for s in ("val", "test")})
 
     # ------------------------------------------------------------------ extension points
     def build_model(self) -> nn.Module:
@@ -98,7 +103,7 @@ class ImageClassifier(VisionTask):
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
 
-    def _shared_step(self, batch: dict[str, Any], stage: str) -> Tensor:
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> Tensor | dict[str, Tensor]:
         images, target = batch["image"], batch["label"]
         logits = self(images)
         loss = self.compute_loss(logits, target)
@@ -110,15 +115,38 @@ class ImageClassifier(VisionTask):
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=stage != "train",
                  batch_size=images.shape[0], sync_dist=stage != "train")
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
-        return loss
+        if stage == "train":
+            return loss
+        logits = logits.detach()
+        self.confusion[stage].update(logits.argmax(1), hard)
+        # What the pictures callback draws (no second forward pass); worst = highest cross-entropy of the truth.
+        return {"loss": loss, "logits": logits, "errors": F.cross_entropy(logits.float(), hard, reduction="none")}
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        self.eval_reports[stage] = classification_report(self.confusion[stage].compute(), self.class_names, stage)
+        self.confusion[stage].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def picture(self, batch: dict[str, Any], outputs: dict[str, Tensor], index: int) -> ClassificationPicture:
+        """The image with its true class and the top-k classes with probabilities."""
+        probs = outputs["logits"][index].float().softmax(0)
+        top_p, top_i = probs.topk(self.top_k)
+        label = int(batch["label"][index])
+        return ClassificationPicture(self.display_image(batch["image"][index]), label if label >= 0 else None,
+                                     top_i.tolist(), top_p.tolist())
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         return self._shared_step(batch, "train")
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
         return self._shared_step(batch, "val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
         return self._shared_step(batch, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:

@@ -20,9 +20,13 @@ from torch import Tensor, nn
 from lit_vision import distributed
 from lit_vision.backbones import create_backbone
 from lit_vision.evaluation.coco import evaluate_coco
+from lit_vision.evaluation.per_image import detection_errors
 from lit_vision.geometry import boxes_to_original
 from lit_vision.models.detection import DetectorArchitecture
 from lit_vision.tasks.base import VisionTask
+from lit_vision.visualize.draw import to_uint8
+from lit_vision.visualize.pictures import DetectionPicture
+from lit_vision.visualize.report import detection_report
 
 
 class ObjectDetector(VisionTask):
@@ -129,11 +133,21 @@ class ObjectDetector(VisionTask):
             return None
         return getter(stage)
 
-    def _eval_step(self, batch: dict[str, Any]) -> None:
+    def _eval_step(self, batch: dict[str, Any]) -> dict[str, Any]:
         predictions = self.model(batch["image"])
-        if self._gt_cache is None:
-            return
-        self._results.update(self.to_coco_results(predictions, batch["target"], self._mapping))
+        if self._gt_cache is not None:
+            self._results.update(self.to_coco_results(predictions, batch["target"], self._mapping))
+        # What the pictures callback draws (no second forward pass) and ranks the worst images by.
+        return {"predictions": predictions, "errors": detection_errors(predictions, batch["target"])}
+
+    def display_image(self, image: Tensor) -> Tensor:
+        return to_uint8(image)  # detection inputs are [0, 1]: the detectors normalise inside
+
+    def picture(self, batch: dict[str, Any], outputs: dict[str, Any], index: int) -> DetectionPicture:
+        """The input image with its ground-truth boxes and the predicted boxes, class names and scores."""
+        target, pred = batch["target"][index], outputs["predictions"][index]
+        return DetectionPicture(self.display_image(batch["image"][index]), target["boxes"], target["labels"],
+                                pred["boxes"], pred["labels"], pred["scores"])
 
     def _eval_epoch_start(self, stage: str) -> None:
         self._results = {}
@@ -158,8 +172,11 @@ class ObjectDetector(VisionTask):
         if not distributed.is_distributed() or dist.get_rank() == 0:
             # evaluate_coco's loadRes adds keys (area, id, segmentation) to the dicts it is given: pass copies.
             full = evaluate_coco(self._gt_cache, [{**r, "bbox": list(r["bbox"])} for r in results],
-                                 per_class=self.hparams.per_class_ap)
-            scalars = {k: float(v) for k, v in full.items() if k != "per_class"}
+                                 per_class=self.hparams.per_class_ap, details=True)
+            if full["details"] is not None:
+                self.eval_reports[stage] = detection_report(full["details"], self._gt_cache, self.class_names,
+                                                            self._mapping, stage)
+            scalars = {k: float(v) for k, v in full.items() if k not in ("per_class", "details")}
             scalars |= {f"ap/{name}": float(v) for name, v in full.get("per_class", {}).items() if v == v}
             stats = [scalars]
             self.last_coco_results = results
@@ -172,8 +189,8 @@ class ObjectDetector(VisionTask):
     def on_validation_epoch_start(self) -> None:
         self._eval_epoch_start("val")
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch)
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return self._eval_step(batch)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
@@ -181,8 +198,8 @@ class ObjectDetector(VisionTask):
     def on_test_epoch_start(self) -> None:
         self._eval_epoch_start("test")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch)
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return self._eval_step(batch)
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")

@@ -28,6 +28,8 @@ from lit_vision.evaluation.segmentation import (
 from lit_vision.geometry import restore_size
 from lit_vision.models.segmentation import SegmentationArchitecture, build_segmenter
 from lit_vision.tasks.base import VisionTask
+from lit_vision.visualize.pictures import SegmentationPicture
+from lit_vision.visualize.report import segmentation_report
 
 
 def dice_loss(logits: Tensor, target: Tensor, ignore_index: int = 255, eps: float = 1.0) -> Tensor:
@@ -176,30 +178,48 @@ class SemanticSegmenter(VisionTask):
             self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=n, prog_bar=name == "loss")
         return terms["loss"]
 
-    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+    def _eval_step(self, batch: dict[str, Any], stage: str) -> dict[str, Tensor]:
         logits = self.infer(batch["image"])
-        mask = batch["mask"]
-        loss = F.cross_entropy(logits.float(), mask, weight=self.class_weights, ignore_index=self.hparams.ignore_index)
+        mask, ignore = batch["mask"], self.hparams.ignore_index
+        # Per pixel (weighted as the mean reduction weights), so the batch loss and each image's loss - what the
+        # worst-k pictures rank by - come from one cross-entropy.
+        ce = F.cross_entropy(logits.float(), mask, weight=self.class_weights, ignore_index=ignore, reduction="none")
+        valid = mask != ignore
+        weight = (self.class_weights[mask.clamp(0, self.num_classes - 1)] * valid if self.class_weights is not None
+                  else valid.float())
+        loss = ce.sum() / weight.sum()
         if not torch.isnan(loss):  # a batch of only ignore pixels has no loss
             self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=mask.shape[0], sync_dist=True)
-        self.confusion[stage].update(logits.argmax(1), mask)
+        pred = logits.argmax(1)
+        self.confusion[stage].update(pred, mask)
+        return {"pred": pred, "errors": ce.sum((1, 2)) / weight.sum((1, 2)).clamp_min(1e-12)}
 
     def _eval_epoch_end(self, stage: str) -> None:
-        metrics = metrics_from_confusion(self.confusion[stage].compute(), self.class_names)
+        confusion = self.confusion[stage].compute()
+        self.eval_reports[stage] = segmentation_report(confusion, self.class_names, stage)
+        metrics = metrics_from_confusion(confusion, self.class_names)
         self.confusion[stage].reset()
         for name, value in metrics.items():
             if name.startswith("iou/") and math.isnan(value):
                 continue  # absent class: no IoU to log (the mean already leaves it out)
             self.log(f"{stage}/{name}", value, prog_bar=name == "miou", sync_dist=False)
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+    def picture(self, batch: dict[str, Any], outputs: dict[str, Tensor], index: int) -> SegmentationPicture:
+        """Image, ground-truth and predicted masks, cropped to the image content (evaluation pads bottom/right)."""
+        meta = batch["meta"][index] if "meta" in batch else {}
+        h, w = meta.get("content_size", batch["image"].shape[-2:])
+        return SegmentationPicture(self.display_image(batch["image"][index][:, :h, :w]),
+                                   batch["mask"][index][:h, :w].cpu(), outputs["pred"][index][:h, :w].cpu(),
+                                   ignore_index=self.hparams.ignore_index)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        return self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        return self._eval_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")

@@ -62,6 +62,8 @@ def test_fit_writes_config_metrics_and_a_best_checkpoint(trained: tuple[Path, Pa
     cwd, ckpt = trained
     run_dir = ckpt.parent.parent
     assert (run_dir / "config.yaml").is_file() and (run_dir / "metrics.csv").is_file()
+    run_info = (run_dir / "run_info.yaml").read_text()  # lit_vision.cli.run_info: the command line, versions, git
+    assert "- fit\n" in run_info and "torchvision:" in run_info
     header = (run_dir / "metrics.csv").read_text().splitlines()[0]
     assert "val/acc1" in header and "train/loss_step" in header
     hparams = torch.load(ckpt, weights_only=True, map_location="cpu")["hyper_parameters"]

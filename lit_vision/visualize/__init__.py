@@ -1,0 +1,1 @@
+"""Pictures and plots: what a run's model does, on disk and on the dashboard (``docs/watching_runs.md``)."""
