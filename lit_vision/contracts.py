@@ -6,11 +6,16 @@ ground truth to evaluate against, the palette to write masks with. The DataModul
 in one :class:`DataInfo` and hands it to the task (:meth:`DataConsumer.connect_data`) at the end of its
 ``setup``, before the first batch. The task never reaches into ``trainer.datamodule``, and a DataModule of
 your own only has to return a ``DataInfo`` to work with every task and writer.
+
+One thing flows the other way, also once, at the start of ``setup``: the input normalisation the model's
+pretrained weights expect (:class:`NormalizationSource`; e.g. ``mean = std = 0.5`` for many timm ViTs), which a
+DataModule not given ``mean``/``std`` normalises with. It is the model's property, not the data's, and must be
+known before the first transform is built. The DataModule reports what it used back in ``DataInfo.extra["normalize"]``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -52,3 +57,11 @@ class DataConsumer(Protocol):
     """A LightningModule that wants to know its data: every lit_vision task is one."""
 
     def connect_data(self, info: DataInfo) -> None: ...
+
+
+@runtime_checkable
+class NormalizationSource(Protocol):
+    """A LightningModule that knows the ``(mean, std)`` its model's pretrained weights expect (``None``: no
+    preference, ImageNet's is used): every lit_vision task is one (:func:`~lit_vision.backbones.pretrained_config`)."""
+
+    def input_normalization(self) -> tuple[Sequence[float], Sequence[float]] | None: ...

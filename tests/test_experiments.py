@@ -79,6 +79,8 @@ def detection_overrides(recipe: Path) -> list[str]:
     args = ["--data.num_workers", "0"]
     if "pretrained: true" in text:
         args += ["--model.pretrained", "false"]
+    if "\n    weights: /path" in text:  # a whole-model weights file to fine-tune from (tested in tests/models/test_weights.py)
+        args += ["--model.weights", "null"]
     if "COCODetectionDataModule" in text:
         coco = FIXTURES / "minicoco"
         args += ["--data.train_images", str(coco / "images"), "--data.train_annotations", str(coco / "train.json"),

@@ -5,6 +5,7 @@ describes them with ``channels`` and ``reductions`` (see :class:`Backbone`).
 """
 
 from .base import Backbone
+from .pretrained_config import input_normalization, pretrained_config
 from .registry import (
     UnknownBackboneError,
     create_backbone,
@@ -22,7 +23,9 @@ __all__ = [
     "TorchvisionBackbone",
     "UnknownBackboneError",
     "create_backbone",
+    "input_normalization",
     "list_backbones",
     "load_weight_file",
     "parse_backbone_name",
+    "pretrained_config",
 ]

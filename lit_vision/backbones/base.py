@@ -33,7 +33,14 @@ class Backbone(nn.Module):
             ascending); ``channels``/``reductions`` describe exactly those maps.
         output_stride: ``None`` for the architecture's natural strides, else the cap
             (8 or 16) its last stages were dilated to, for dense prediction.
+        module_stages: module name (relative to the backbone) -> the architecture's stage it
+            belongs to (0 = the first stage, stem included), set by the builders; what
+            :meth:`freeze` and layer-wise learning-rate decay read. Empty when unknown.
+        frozen_stages: how many leading stages :meth:`freeze` froze (``num_stages`` = all).
     """
+
+    module_stages: dict[str, int]
+    frozen_stages: int = 0
 
     name: str
     channels: list[int]
@@ -75,6 +82,30 @@ class Backbone(nn.Module):
         self.reductions = reductions
         self.out_indices = tuple(int(i) for i in out_indices)
         self.output_stride = output_stride
+        self.module_stages = {}
+        self.num_stages = max(self.out_indices) + 1  # builders that know deeper stages set the full count
+
+    def freeze(self, stages: int | None = None) -> None:
+        """Freeze the first ``stages`` stages (``None``: the whole backbone): gradients off *and* their
+        BatchNorm layers made ``FrozenBatchNorm2d``, so their statistics stay put in train mode too.
+
+        ``stages`` counts the architecture's stages as :attr:`module_stages` does (for a ResNet: 0 stem, 1
+        ``layer1`` ... 4 ``layer4``, so torchvision's ``trainable_backbone_layers=3`` is ``stages=2``).
+        """
+        from .freeze import freeze_stages
+
+        if stages is not None:
+            if isinstance(stages, bool) or not 0 <= stages <= self.num_stages:
+                raise ValueError(f"{self.name}: frozen_stages must be 0..{self.num_stages} (its stages), got {stages!r}")
+            if stages == self.num_stages:
+                stages = None
+            elif stages and not self.module_stages:
+                raise ValueError(f"{self.name}: which layers form each stage is not known for this architecture; "
+                                 "freeze the whole backbone (freeze_backbone=True) instead")
+        if stages == 0:
+            return
+        freeze_stages(self, self.module_stages, stages)
+        self.frozen_stages = self.num_stages if stages is None else stages
 
     @property
     def num_features(self) -> int:

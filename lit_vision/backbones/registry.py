@@ -131,6 +131,9 @@ def create_backbone(
     pretrained: bool | str | os.PathLike | Mapping[str, Any] = False,
     out_indices: Sequence[int] | None = None,
     output_stride: int | None = None,
+    frozen_stages: int = 0,
+    frozen_bn: bool = False,
+    bn_eps: float | None = None,
     **kwargs: Any,
 ) -> Backbone:
     """Build a feature-pyramid backbone by name.
@@ -155,6 +158,14 @@ def create_backbone(
             Supported by torchvision ResNet/ResNeXt/Wide-ResNet and by timm models that take
             ``output_stride`` (ResNets, EfficientNets, MobileNets, ConvNeXts, RegNets, ...);
             others raise ``ValueError``.
+        frozen_stages: freeze the first N of the architecture's stages (``Backbone.num_stages`` of them; a
+            ResNet's are stem, layer1 .. layer4, so torchvision's detection default
+            ``trainable_backbone_layers=3`` is ``frozen_stages=2``): no gradients and frozen BatchNorm.
+        frozen_bn: every BatchNorm of the backbone becomes ``torchvision.ops.FrozenBatchNorm2d``
+            (statistics and affine fixed in train mode too), as torchvision's detectors build their
+            pretrained ResNets: small detection batches make batch statistics noise.
+        bn_eps: set the ``eps`` of every BatchNorm (torchvision's COCO v1 Faster R-CNN / RetinaNet weights
+            were trained with 0.0; its builders overwrite it after loading them).
         **kwargs: passed to the model constructor (``drop_path_rate``, ``in_chans``,
             ``img_size`` for timm; e.g. ``norm_layer`` or ``transform_input`` for
             torchvision). ``probe_size`` (tv only) sets the shape-probe input side.
@@ -173,10 +184,20 @@ def create_backbone(
     if source == "tv":
         from .torchvision_backbone import build_torchvision_backbone
 
-        return build_torchvision_backbone(arch, weights, out_indices, output_stride=output_stride, **kwargs)
-    from .timm_backbone import build_timm_backbone
+        backbone: Backbone = build_torchvision_backbone(arch, weights, out_indices, output_stride=output_stride,
+                                                        **kwargs)
+    else:
+        from .timm_backbone import build_timm_backbone
 
-    return build_timm_backbone(arch, weights, out_indices, output_stride=output_stride, **kwargs)
+        backbone = build_timm_backbone(arch, weights, out_indices, output_stride=output_stride, **kwargs)
+    from .freeze import freeze_batchnorm, set_batchnorm_eps
+
+    if frozen_bn:
+        freeze_batchnorm(backbone)
+    if bn_eps is not None:
+        set_batchnorm_eps(backbone, bn_eps)
+    backbone.freeze(frozen_stages)
+    return backbone
 
 
 OUTPUT_STRIDES = (8, 16, 32)

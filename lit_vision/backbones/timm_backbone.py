@@ -26,6 +26,8 @@ _FEATURE_ONLY_KWARGS = ("out_indices", "feature_cls", "feature_cfg", "flatten_se
 class TimmBackbone(Backbone):
     """Wraps a timm ``features_only`` model; maps come back NCHW, shallow to deep."""
 
+    model_kwargs: dict[str, Any] = {}  # the timm constructor's arguments (set by the builder; read, never mutated)
+
     def __init__(self, name: str, model: nn.Module, output_stride: int | None = None) -> None:
         info = model.feature_info
         idx = [i % len(info.info) for i in info.out_indices]
@@ -34,11 +36,37 @@ class TimmBackbone(Backbone):
         # A few timm families (e.g. Swin) emit channels-last features.
         fmt = getattr(model, "output_fmt", "NCHW")
         self._nhwc = str(getattr(fmt, "value", fmt)).upper() == "NHWC"
+        self.num_stages = len(info.info)
+        self.module_stages = _module_stages(model)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         out = self.model(x)
         maps = list(out.values()) if isinstance(out, dict) else list(out)
         return [m.permute(0, 3, 1, 2) for m in maps] if self._nhwc else maps
+
+
+def _module_stages(model: nn.Module) -> dict[str, int]:
+    """``model.<module>`` -> stage from timm's ``feature_info`` (the module ending each stage) and module order.
+
+    Feature wrappers flatten nested names (``stages.0`` becomes the child ``stages_0``), so both forms are tried;
+    wrappers whose stages are not modules in order (ViT's ``FeatureGetterNet``) get ``{}``.
+    """
+    from .freeze import modules_in_order_stages
+
+    names = [n for n, _ in model.named_modules()]
+    known = set(names)
+    boundaries = []
+    for stage in model.feature_info.info:
+        module = str(stage.get("module", ""))
+        found = next((c for c in (module, module.replace(".", "_"), f"model.{module}") if c in known), None)
+        if found is None:
+            return {}
+        boundaries.append(found)
+    try:
+        stages = modules_in_order_stages(names, boundaries)
+    except ValueError:
+        return {}
+    return {f"model.{n}": k for n, k in stages.items()}
 
 
 def _meta_model(arch: str, **kwargs: Any) -> nn.Module:
@@ -139,4 +167,8 @@ def _build(
             arch, features_only=True, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
         )
         _forget_state_dict(model)
-    return TimmBackbone(name, model, output_stride)
+    backbone = TimmBackbone(name, model, output_stride)
+    # What rebuilds the classification model on the meta device: layer-wise LR decay reads timm's layer
+    # numbering from it (lit_vision/backbones/layer_decay.py).
+    backbone.model_kwargs = {k: v for k, v in kwargs.items() if k not in _FEATURE_ONLY_KWARGS}
+    return backbone

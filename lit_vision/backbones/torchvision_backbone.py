@@ -285,12 +285,28 @@ def build_torchvision_backbone(
     reductions = per_step_reductions([s[1] if cl else s[2] for s, cl in zip(shapes, nhwc)], probe_size)
     name = f"tv/{arch}"
     idx = resolve_out_indices(out_indices, len(nodes), name)
+    all_nodes = nodes
     nodes = [nodes[i] for i in idx]
     body = create_feature_extractor(model, return_nodes={n: n for n in nodes}, suppress_diff_warning=True)
     if pretrained not in (True, False, None):
         _load_into(body, model, arch, fam, pretrained)
-    return TorchvisionBackbone(
+    backbone = TorchvisionBackbone(
         name, body, nodes,
         [channels[i] for i in idx], [reductions[i] for i in idx], idx, [nhwc[i] for i in idx],
         output_stride=output_stride,
     )
+    backbone.num_stages = len(all_nodes)
+    backbone.module_stages = _module_stages(model, body, all_nodes)
+    return backbone
+
+
+def _module_stages(model: nn.Module, body: nn.Module, stage_nodes: Sequence[str]) -> dict[str, int]:
+    """``body.<module>`` -> stage, from the order torchvision registers layers in (the order they run)."""
+    from .freeze import modules_in_order_stages
+
+    try:
+        stages = modules_in_order_stages([n for n, _ in model.named_modules()], stage_nodes)
+    except ValueError:  # a probed architecture whose stage outputs are not modules: whole-backbone freezing only
+        return {}
+    kept = {n for n, _ in body.named_modules()}
+    return {f"body.{n}": k for n, k in stages.items() if n in kept}

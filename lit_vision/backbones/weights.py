@@ -44,7 +44,7 @@ def load_weight_file(source: WeightSource) -> dict[str, Tensor]:
     else:
         path = Path(source).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"Backbone weight file not found: '{path}'")
+            raise FileNotFoundError(f"Weight file not found: '{path}'")
         suffix = path.suffix.lower()
         if suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -28,6 +28,7 @@ OTHER_SUBCOMMANDS: dict[str, str] = {
     "eval-coco": "COCO AP/AR of a results file against ground truth (identical to pycocotools)",
     "browse-data": "draw augmented training samples and dataset statistics (PNG + text) before training",
     "plot": "draw training/validation curves of runs (metrics.csv) to a PNG",
+    "export": "export a checkpoint to ONNX, TorchScript or a torch.export program, checked against the model",
 }
 DEBUG_ENV = "LIT_VISION_DEBUG"
 
@@ -56,7 +57,8 @@ examples:
         --data.predict_paths photos/
     lit-vision eval-coco --gt instances_val.json --results results.json
     lit-vision browse-data --config experiments/detection/quickstart.yaml --num_images 25
-    lit-vision plot runs/quickstart --metrics val/acc1 train/loss_step -o curves.png"""
+    lit-vision plot runs/quickstart --metrics val/acc1 train/loss_step -o curves.png
+    lit-vision export --ckpt_path best.ckpt --format onnx"""
 
 
 def debug_requested(argv: list[str]) -> bool:
@@ -99,6 +101,10 @@ def main(argv: list[str] | None = None) -> None:
         from lit_vision.cli.plot import plot
 
         sys.exit(plot(argv[1:], debug=debug))
+    if command == "export":
+        from lit_vision.cli.export import export
+
+        sys.exit(export(argv[1:], debug=debug))
     if command not in LIGHTNING_SUBCOMMANDS:
         known = [*LIGHTNING_SUBCOMMANDS, *OTHER_SUBCOMMANDS]
         close = difflib.get_close_matches(command, known, n=1)

@@ -280,6 +280,11 @@ def reconcile(info: CheckpointInfo, given_model: Mapping[str, Any] | None) -> di
             conflicts.append(f"--model.{path}: checkpoint {_show(stored)}, command {_show(value)}")
         else:
             _set_value(merged, path, value)
+    # The checkpoint's tensors replace every initial weight: reading (or downloading) those again is wasted work,
+    # and fails on a machine without the file. Only keys the checkpoint stored are touched.
+    for key, off in getattr(task_class, "init_weight_args", {}).items():
+        if key in merged:
+            merged[key] = off
     if conflicts:
         raise CheckpointError(f"{info.path} was trained with another network than the command asks for: "
                               f"{'; '.join(conflicts)} (leave these out to use the checkpoint's, or give the recipe "

@@ -9,12 +9,15 @@ A DataModule here is a :class:`SplitDataModule` that knows how to build the data
 * ``setup(stage)`` builds each split the stage needs, once;
 * after ``setup`` the task receives a :class:`~lit_vision.contracts.DataInfo` (class names, category ids,
   ground truth for evaluation, palette) through :meth:`~lit_vision.contracts.DataConsumer.connect_data`:
-  data flows one way, from the DataModule to the task, and nothing probes ``trainer.datamodule``.
+  data flows one way, from the DataModule to the task, and nothing probes ``trainer.datamodule``;
+* the one exception, before the first transform is built: the task tells the DataModule the ``(mean, std)`` its
+  pretrained weights expect (:class:`~lit_vision.contracts.NormalizationSource`), which a DataModule not given
+  ``mean``/``std`` normalises with (:meth:`~SplitDataModule.resolve_normalization`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -22,7 +25,8 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from lit_vision.contracts import DataConsumer, DataInfo
+from lit_vision.constants import IMAGENET_MEAN, IMAGENET_STD
+from lit_vision.contracts import DataConsumer, DataInfo, NormalizationSource
 from lit_vision.data.checks import (
     DataError,
     checked_predict_paths,
@@ -81,6 +85,8 @@ class SplitDataModule(LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
         self.sources: dict[str, Any] = {}  # split -> checked, untransformed dataset (annotation-backed modules)
         self._class_names: list[str] | None = None  # set by the subclass's __init__ (the CLI links it to the model)
+        # The (mean, std) the model's pretrained weights expect, told by the task at the start of setup.
+        self.model_normalization: tuple[Sequence[float], Sequence[float]] | None = None
 
     @property
     def class_names(self) -> list[str] | None:
@@ -105,13 +111,23 @@ class SplitDataModule(LightningDataModule):
         """What the task needs to know about this data (see :class:`~lit_vision.contracts.DataInfo`)."""
         return DataInfo(class_names=list(self.class_names or []))
 
+    def resolve_normalization(self, mean: Sequence[float] | None,
+                              std: Sequence[float] | None) -> tuple[list[float], list[float]]:
+        """The ``(mean, std)`` a normalising DataModule uses: values it was given win, then what the model's
+        pretrained weights expect (:attr:`model_normalization`, known from ``setup`` on), then ImageNet's."""
+        model_mean, model_std = self.model_normalization or (IMAGENET_MEAN, IMAGENET_STD)
+        return ([float(m) for m in (mean if mean is not None else model_mean)],
+                [float(s) for s in (std if std is not None else model_std)])
+
     # ------------------------------------------------------------------ the one setup loop
     def setup(self, stage: str | None = None) -> None:
+        trainer = self.trainer  # None when used without a Trainer (tests, notebooks)
+        task = trainer.lightning_module if trainer is not None else None
+        if isinstance(task, NormalizationSource):  # before the first transform is built (contracts.py)
+            self.model_normalization = task.input_normalization()
         for split in STAGE_SPLITS[stage or "fit"]:
             if split not in self.datasets:
                 self.datasets[split] = self.build_dataset(split)
-        trainer = self.trainer  # None when used without a Trainer (tests, notebooks)
-        task = trainer.lightning_module if trainer is not None else None
         if isinstance(task, DataConsumer):
             task.connect_data(self.data_info())
 

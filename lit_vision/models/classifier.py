@@ -14,10 +14,19 @@ class Classifier(nn.Module):
     Kept free of Lightning so it can be exported, scripted or dropped into another training loop.
     """
 
+    class_dependent = ("head.fc",)  # what loading another dataset's classifier re-initialises
+
     def __init__(self, backbone: Backbone, head: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+
+    def reference_key(self, key: str) -> str | None:
+        """This module's name for a key of torchvision's classification model: every backbone tensor is in our
+        torchvision backbone's ``body`` under its own name; the final ``fc`` is our head's."""
+        if key.startswith("fc."):
+            return "head." + key
+        return "backbone.body." + key if hasattr(self.backbone, "body") else None
 
     @classmethod
     def build(cls, backbone: Backbone, num_classes: int, dropout: float = 0.0, pool: str = "avg") -> "Classifier":

@@ -52,6 +52,21 @@ def split_decay_parameters(module: nn.Module) -> tuple[list[nn.Parameter], list[
     return decay, no_decay
 
 
+def apply_lr_scales(optimizer: torch.optim.Optimizer) -> None:
+    """Multiply each group's ``lr`` by its ``lr_scale`` (layer-wise decay) once, before a scheduler is built.
+
+    torch schedulers record ``initial_lr`` from ``group["lr"]`` and schedule each group from its own, and
+    :class:`~lit_vision.callbacks.LRWarmup` multiplies ``group["lr"]``, so a scaled lr stays scaled through both. The
+    key is then renamed ``applied_lr_scale`` (kept to be read): timm's schedulers multiply by any ``lr_scale`` they
+    find on every update, which would apply it a second time.
+    """
+    for group in optimizer.param_groups:
+        scale = group.pop("lr_scale", None)
+        if scale is not None:
+            group["lr"] = group["lr"] * scale
+            group["applied_lr_scale"] = scale
+
+
 def resolve_classes(task: str, num_classes: int | None, class_names: list[str] | None) -> tuple[int, list[str]]:
     """``(num_classes, class_names)`` from whichever was given (names default to ``"0"``, ``"1"``, ...)."""
     if num_classes is None and class_names is None:
@@ -98,6 +113,10 @@ class VisionTask(LightningModule):
             naming the step, loss terms and samples, before any checkpoint is written; ``"skip"`` up to
             ``max_nonfinite_skips`` bad steps (a warning each, one device sync per step), then stop; ``"off"``.
         max_nonfinite_skips: how many bad steps ``nonfinite="skip"`` drops before it stops.
+        layer_decay: layer-wise learning-rate decay (BEiT / ConvNeXt fine-tuning; typical 0.65-0.85): backbone
+            layer ``i`` of ``L`` trains at ``lr * layer_decay ** (L - i)``, the neck and heads at ``lr``. Layers are
+            timm's own per-block numbering for timm backbones, else one per stage (``Backbone.module_stages``);
+            see :mod:`lit_vision.backbones.layer_decay` and ``docs/fine_tuning.md``. ``None``: one lr for all.
     """
 
     def __init__(
@@ -110,6 +129,7 @@ class VisionTask(LightningModule):
         no_weight_decay_norm_bias: bool = True,
         nonfinite: Literal["stop", "skip", "off"] = "stop",
         max_nonfinite_skips: int = 10,
+        layer_decay: float | None = None,
     ) -> None:
         super().__init__()
         self.num_classes, self.class_names = resolve_classes(type(self).__name__, num_classes, class_names)
@@ -126,6 +146,9 @@ class VisionTask(LightningModule):
             raise ValueError(f"nonfinite must be 'stop', 'skip' or 'off', got {nonfinite!r}")
         self.nonfinite = nonfinite
         self.max_nonfinite_skips = max_nonfinite_skips
+        if layer_decay is not None and not 0.0 < layer_decay <= 1.0:
+            raise ValueError(f"layer_decay must be in (0, 1] or None, got {layer_decay!r}")
+        self.layer_decay = layer_decay
         # The last training step's named loss terms (detached), set by the tasks' training_step: the
         # non-finite guard names them in its message.
         self.loss_terms: dict[str, torch.Tensor] = {}
@@ -144,6 +167,30 @@ class VisionTask(LightningModule):
     class_names: list[str]
     data_info: DataInfo  # what the data told this task (plus what its checkpoint kept)
 
+    # Arguments that only say where the initial weights come from: a checkpoint's tensors replace them, so
+    # ``--ckpt_path`` turns them off (no download, no file needed on the machine that predicts).
+    init_weight_args: ClassVar[dict[str, Any]] = {"pretrained": False, "weights": None}
+    weights_report: Any = None  # what ``weights`` loaded (lit_vision.models.weights.WeightsReport)
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The registry backbone: what ``freeze_backbone``, layer-wise LR decay and Lightning's
+        ``BackboneFinetuning`` callback act on."""
+        return self.model.backbone
+
+    def load_weights(self, weights: str | None, freeze_backbone: bool = False) -> None:
+        """Initialise the whole model from a full model's file (see :mod:`lit_vision.models.weights`), then
+        freeze the backbone if asked (after loading, so the frozen statistics are the loaded ones)."""
+        if weights:
+            from lightning.pytorch.utilities import rank_zero_info
+
+            from lit_vision.models.weights import load_model_weights
+
+            self.weights_report = load_model_weights(self.model, weights)
+            rank_zero_info(self.weights_report.summary())
+        if freeze_backbone:
+            self.backbone.freeze()
+
     def connect_data(self, info: DataInfo) -> None:
         """Receive what the DataModule knows (called by it at the end of ``setup``); check the classes agree."""
         if info.class_names and list(info.class_names) != list(self.class_names):
@@ -156,7 +203,8 @@ class VisionTask(LightningModule):
             checkpoint[resume.KEY] = resume.capture(self)  # random/metric state: an exact resume (lit_vision/resume.py)
         info = self.data_info
         checkpoint["lit_vision_data_info"] = {"label_to_category_id": info.label_to_category_id,
-                                              "palette": info.palette, "ignore_index": info.ignore_index}
+                                              "palette": info.palette, "ignore_index": info.ignore_index,
+                                              "normalize": info.extra.get("normalize")}
         # What the file is, so ``--ckpt_path`` can refuse a foreign file or another task's before any work.
         checkpoint["lit_vision"] = {"version": _package_version(),
                                     "task": f"{type(self).__module__}.{type(self).__qualname__}"}
@@ -172,6 +220,8 @@ class VisionTask(LightningModule):
             self.data_info.fill_from(DataInfo(
                 class_names=list(self.class_names), palette=saved.get("palette"), ignore_index=saved.get("ignore_index"),
                 label_to_category_id={int(k): int(v) for k, v in mapping.items()} if mapping else None))
+            if saved.get("normalize") is not None:  # what the training data was normalised with (pictures, export)
+                self.data_info.extra.setdefault("normalize", tuple(list(v) for v in saved["normalize"]))
 
     _resume: resume.Restorer | None = None
 
@@ -213,17 +263,34 @@ class VisionTask(LightningModule):
         return None
 
     def display_image(self, image: torch.Tensor) -> torch.Tensor:
-        """A model input as ``uint8 [3, H, W]``: the ImageNet normalisation undone (a DataModule that
-        normalises otherwise says so as ``DataInfo.extra["normalize"] = (mean, std)``)."""
+        """A model input as ``uint8 [3, H, W]``: the data's normalisation undone (the DataModules say which they
+        used as ``DataInfo.extra["normalize"] = (mean, std)``; ImageNet's if one does not)."""
         mean, std = self.data_info.extra.get("normalize", (IMAGENET_MEAN, IMAGENET_STD))
         return to_uint8(image, mean, std)
 
+    def input_normalization(self) -> tuple[list[float], list[float]] | None:
+        """The ``(mean, std)`` the backbone's pretrained weights expect (ImageNet's for ``tv/``, timm's
+        ``pretrained_cfg`` for ``timm/``: :func:`~lit_vision.backbones.pretrained_config`), what a DataModule not
+        given ``mean``/``std`` normalises with (:class:`~lit_vision.contracts.NormalizationSource`). ``None`` for a
+        backbone outside the registry (the classic U-Net encoder): the data then uses ImageNet's."""
+        from lit_vision.backbones import input_normalization
+
+        return input_normalization(self.backbone)
+
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """Parameter groups handed to the optimizer; override for layer-wise LR decay and the like."""
-        if not self.no_weight_decay_norm_bias:
-            return [{"params": [p for p in self.parameters() if p.requires_grad]}]
-        decay, no_decay = split_decay_parameters(self)
-        return [g for g in ({"params": decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+        """Parameter groups handed to the optimizer: trainable parameters only (a frozen backbone stays out, and
+        Lightning's ``BackboneFinetuning`` adds its own group when it unfreezes it), split by weight decay and,
+        with ``layer_decay``, by backbone layer (groups carry an ``lr_scale``). Override for other schemes."""
+        if self.no_weight_decay_norm_bias:
+            decay, no_decay = split_decay_parameters(self)
+            groups = [g for g in ({"params": decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+        else:
+            groups = [{"params": [p for p in self.parameters() if p.requires_grad]}]
+        if self.layer_decay is not None:
+            from lit_vision.backbones.layer_decay import layer_decay_groups
+
+            groups = layer_decay_groups(groups, self.backbone, self.layer_decay)
+        return groups
 
     def configure_optimizers(self) -> Any:
         groups: Iterable[dict[str, Any]] = self.parameter_groups()
@@ -231,6 +298,7 @@ class VisionTask(LightningModule):
             optimizer = torch.optim.SGD(groups, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
         else:
             optimizer = self.optimizer_factory(groups)
+        apply_lr_scales(optimizer)  # before the scheduler records each group's initial lr
         if self.lr_scheduler_factory is None:
             total = max(1, int(self.trainer.estimated_stepping_batches))
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)

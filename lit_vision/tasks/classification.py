@@ -38,9 +38,14 @@ class ImageClassifier(VisionTask):
         label_smoothing: cross-entropy label smoothing (also applied to Mixup/CutMix soft targets).
         top_k: how many classes ``predict_step`` returns (and the k of the ``acc5`` metric, capped at
             the number of classes).
-        freeze_backbone: train only the head (linear probing).
+        weights: a full model's weights to start from: torchvision's own detection / segmentation /
+            classification ``*.pth`` (e.g. ``fasterrcnn_resnet50_fpn_coco-258fb6c6.pth``) or a lit_vision
+            checkpoint. Layers whose shape depends on the class count are re-initialised; the rest must fit
+            (see docs/fine_tuning.md). Applied after ``pretrained``.
+        freeze_backbone: train only the head (linear probing): the whole backbone frozen, BatchNorm
+            statistics included; for stages, ``backbone_kwargs: {frozen_stages: N}``.
         **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``, ``no_weight_decay_norm_bias``,
-            ``nonfinite``, ``max_nonfinite_skips``: see :class:`~lit_vision.tasks.base.VisionTask`.
+            ``nonfinite``, ``max_nonfinite_skips``, ``layer_decay``: see :class:`~lit_vision.tasks.base.VisionTask`.
     """
 
     monitor_metric = "val/acc1"
@@ -59,14 +64,14 @@ class ImageClassifier(VisionTask):
         label_smoothing: float = 0.0,
         top_k: int = 5,
         freeze_backbone: bool = False,
+        weights: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_classes, class_names, **kwargs)
         self.label_smoothing = label_smoothing
         self.top_k = min(top_k, self.num_classes)
         self.model = self.build_model()
-        if freeze_backbone:
-            self.model.backbone.requires_grad_(False)
+        self.load_weights(weights, freeze_backbone)
         self.train_metrics = self._make_metrics("train/")
         self.val_metrics = self._make_metrics("val/")
         self.test_metrics = self._make_metrics("test/")

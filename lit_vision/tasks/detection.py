@@ -49,10 +49,16 @@ class ObjectDetector(VisionTask):
         num_classes, class_names: normally linked from the data; ``num_classes`` may be derived from names.
         pretrained, backbone_kwargs: see :func:`~lit_vision.backbones.create_backbone`.
         image_size: the DataModule's ``image_size`` (linked by the CLI): the longer side its presets resize to.
+        weights: a full model's weights to start from: torchvision's own detection / segmentation /
+            classification ``*.pth`` (e.g. ``fasterrcnn_resnet50_fpn_coco-258fb6c6.pth``) or a lit_vision
+            checkpoint. Layers whose shape depends on the class count are re-initialised; the rest must fit
+            (see docs/fine_tuning.md). Applied after ``pretrained``.
+        freeze_backbone: freeze the whole backbone (gradients off, BatchNorm statistics frozen); for stages,
+            ``backbone_kwargs: {frozen_stages: N}``.
         per_class_ap: also log AP@[.5:.95] per category as ``<stage>/ap/<class name>`` (``nan`` - not
             logged - for categories without ground truth in the split).
         **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``, ``no_weight_decay_norm_bias``,
-            ``nonfinite``, ``max_nonfinite_skips``: see :class:`~lit_vision.tasks.base.VisionTask`.
+            ``nonfinite``, ``max_nonfinite_skips``, ``layer_decay``: see :class:`~lit_vision.tasks.base.VisionTask`.
     """
 
     monitor_metric = "val/map"
@@ -72,6 +78,8 @@ class ObjectDetector(VisionTask):
         backbone_kwargs: dict[str, Any] | None = None,
         image_size: int | None = None,
         per_class_ap: bool = False,
+        weights: str | None = None,
+        freeze_backbone: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_classes, class_names, **kwargs)
@@ -79,6 +87,7 @@ class ObjectDetector(VisionTask):
         if not isinstance(self.hparams["architecture"], (str, Mapping)):  # an object given from Python
             self.hparams["architecture"] = self.architecture.config()  # its {class_path, init_args} when plain
         self.model = self.build_model()
+        self.load_weights(weights, freeze_backbone)
         self._results: dict[int, list[dict[str, Any]]] = {}
         self._gt_cache: dict[str, Any] | None = None
         self._mapping: dict[int, int] = {}

@@ -89,6 +89,12 @@ class SemanticSegmenter(VisionTask):
         num_classes, class_names: normally linked from the data.
         pretrained, backbone_kwargs, output_stride: see :func:`~lit_vision.models.segmentation.build_segmenter`
             (``output_stride`` 8 or 16 dilates the backbone where it supports it).
+        weights: a full model's weights to start from: torchvision's own detection / segmentation /
+            classification ``*.pth`` (e.g. ``fasterrcnn_resnet50_fpn_coco-258fb6c6.pth``) or a lit_vision
+            checkpoint. Layers whose shape depends on the class count are re-initialised; the rest must fit
+            (see docs/fine_tuning.md). Applied after ``pretrained``.
+        freeze_backbone: freeze the whole backbone (gradients off, BatchNorm statistics frozen); for stages,
+            ``backbone_kwargs: {frozen_stages: N}``.
         aux_loss, aux_weight: auxiliary FCN head on the stride-16 stage and its loss weight (torchvision's
             reference: 0.5).
         ignore_index: label of pixels left out of loss and metrics.
@@ -97,7 +103,7 @@ class SemanticSegmenter(VisionTask):
         inference: ``"whole"`` or ``"slide"``; ``window_size``/``window_stride`` for sliding windows
             (default: 512 / two thirds of the window).
         **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``, ``no_weight_decay_norm_bias``,
-            ``nonfinite``, ``max_nonfinite_skips``: see :class:`~lit_vision.tasks.base.VisionTask`.
+            ``nonfinite``, ``max_nonfinite_skips``, ``layer_decay``: see :class:`~lit_vision.tasks.base.VisionTask`.
     """
 
     monitor_metric = "val/miou"
@@ -122,6 +128,8 @@ class SemanticSegmenter(VisionTask):
         inference: Literal["whole", "slide"] = "whole",
         window_size: int | None = None,
         window_stride: int | None = None,
+        weights: str | None = None,
+        freeze_backbone: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_classes, class_names, **kwargs)
@@ -131,8 +139,9 @@ class SemanticSegmenter(VisionTask):
         if not isinstance(self.hparams["architecture"], (str, Mapping)):  # an object given from Python
             self.hparams["architecture"] = self.architecture.config()  # its {class_path, init_args} when plain
         self.model = self.build_model()
-        weights = torch.tensor(class_weights, dtype=torch.float) if class_weights is not None else None
-        self.register_buffer("class_weights", weights, persistent=False)
+        self.load_weights(weights, freeze_backbone)
+        per_class = torch.tensor(class_weights, dtype=torch.float) if class_weights is not None else None
+        self.register_buffer("class_weights", per_class, persistent=False)
         self.confusion = nn.ModuleDict({s: segmentation_confusion_matrix(self.num_classes, ignore_index)
                                         for s in ("val", "test")})
 

@@ -297,3 +297,13 @@ def test_older_checkpoints_without_the_marker_are_accepted() -> None:
     assert describe("old.ckpt", ckpt).task == "lit_vision.tasks.ImageClassifier"
     with pytest.raises(CheckpointError, match=r"old.ckpt: not a lit_vision checkpoint \(written by torch.nn.Linear\)"):
         describe("old.ckpt", {"state_dict": {}, "hyper_parameters": {"_class_path": "torch.nn.Linear"}})
+
+
+def test_initial_weights_are_not_read_again_with_a_checkpoint() -> None:
+    """A checkpoint replaces every tensor: its ``weights`` file (gone on the predicting machine) and ``pretrained``
+    download are switched off, whatever the command gives."""
+    stored = info(pretrained=True, weights="/gone/fasterrcnn_coco.pth")
+    merged = reconcile(stored, {"class_path": "lit_vision.tasks.ImageClassifier",
+                                "init_args": {"weights": "/elsewhere.pth"}})["dict_kwargs"]
+    assert merged["pretrained"] is False and merged["weights"] is None
+    assert merged["top_k"] == 2  # the rest is still the checkpoint's

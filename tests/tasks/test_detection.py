@@ -46,6 +46,8 @@ def tiny_architecture(architecture: str, **options: Any) -> DetectorArchitecture
     if architecture in ("faster_rcnn", "retinanet"):
         defaults["anchor_sizes"] = [SIZE // 8 * 2**i for i in range(levels)]
     if architecture == "faster_rcnn":  # fewer proposals and RoI samples: tiny images hold a handful of objects
+        # P3-P6 and 3 scales per level (not torchvision's P2-P6 x 1 scale): what these tiny-data checks were tuned on
+        defaults |= {"backbone_out_indices": (-3, -2, -1), "scales_per_octave": 3}
         defaults["torchvision_kwargs"] = {"rpn_pre_nms_top_n_train": 500, "rpn_post_nms_top_n_train": 200,
                                           "rpn_pre_nms_top_n_test": 300, "rpn_post_nms_top_n_test": 100,
                                           "box_batch_size_per_image": 128}

@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 from torch.utils.data import Dataset
 
+from lit_vision.contracts import DataInfo
 from lit_vision.data.base import SplitDataModule
 from lit_vision.data.checks import (
     DataError,
@@ -29,8 +30,6 @@ from lit_vision.data.checks import (
     verify_images,
 )
 from lit_vision.data.classification.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     classification_eval_transforms,
     classification_train_transforms,
 )
@@ -95,7 +94,10 @@ class ImageFolderDataModule(SplitDataModule):
         val_fraction: fraction of each class held out for validation when ``root`` has no ``val/``.
         image_size, mean, std, scale_range, crop_ratio, hflip, color_jitter, crop_pct: transform presets
             (see :mod:`lit_vision.data.classification.transforms`; ``scale_range`` is the fraction of the image
-            area a random crop covers); set ``hflip=False`` for digits and text.
+            area a random crop covers); set ``hflip=False`` for digits and text. ``mean``/``std`` ``None``: what
+            the model's pretrained weights expect (:func:`~lit_vision.backbones.pretrained_config`, told by the
+            task in ``setup``; ImageNet's for ``tv/`` backbones, 0.5/0.5 for many timm ViTs), ImageNet's without
+            a model.
         drop_last: drop a short last training batch. Loader arguments (``batch_size``, ``eval_batch_size``,
             ``num_workers``, ...): see :class:`~lit_vision.data.base.SplitDataModule`.
         predict_paths: folders (searched recursively) or image files to predict; default: the
@@ -113,8 +115,8 @@ class ImageFolderDataModule(SplitDataModule):
         val_fraction: float | None = None,
         split_seed: int = 0,
         image_size: int = 224,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         scale_range: Sequence[float] = (0.08, 1.0),
         crop_ratio: Sequence[float] = (3 / 4, 4 / 3),
         hflip: bool = True,
@@ -207,15 +209,27 @@ class ImageFolderDataModule(SplitDataModule):
         return train, val
 
     # ------------------------------------------------------------------ datasets
+    @property
+    def normalization(self) -> tuple[list[float], list[float]]:
+        """The ``(mean, std)`` images are normalised with (given, else the model's, else ImageNet's)."""
+        return self.resolve_normalization(self.hparams.mean, self.hparams.std)
+
+    def data_info(self) -> DataInfo:
+        info = super().data_info()
+        info.extra["normalize"] = self.normalization  # what display_image undoes
+        return info
+
     def train_transform(self) -> Callable:
         hp = self.hparams
+        mean, std = self.normalization
         return classification_train_transforms(
-            hp.image_size, hp.mean, hp.std, hp.scale_range, hp.hflip, hp.color_jitter, hp.crop_ratio
+            hp.image_size, mean, std, hp.scale_range, hp.hflip, hp.color_jitter, hp.crop_ratio
         )
 
     def eval_transform(self) -> Callable:
         hp = self.hparams
-        return classification_eval_transforms(hp.image_size, hp.mean, hp.std, hp.crop_pct)
+        mean, std = self.normalization
+        return classification_eval_transforms(hp.image_size, mean, std, hp.crop_pct)
 
     def _predict_samples(self) -> list[Sample]:
         paths = self.hparams.predict_paths

@@ -1,7 +1,8 @@
 """What every semantic-segmentation DataModule shares: mask reading and checks, the dataset, setup and loaders.
 
-**Item contract** (the task and the models rely on it): ``{"image": float [3, H, W]`` normalised with ImageNet
-mean/std, ``"mask": long [H, W]`` with class indices ``0..K-1`` and ``255`` = ignore, ``"path": str``,
+**Item contract** (the task and the models rely on it): ``{"image": float [3, H, W]`` normalised with the
+DataModule's mean/std (by default what the backbone's pretrained weights expect: ImageNet's for ``tv/``),
+``"mask": long [H, W]`` with class indices ``0..K-1`` and ``255`` = ignore, ``"path": str``,
 ``"meta": {"orig_size": (h, w), "content_size": (h2, w2)}}``. The content is at the top-left of the tensor
 (padding is bottom/right only), so a prediction maps back with
 :func:`~lit_vision.geometry.restore_size`. Prediction items have no ``"mask"``.
@@ -257,6 +258,9 @@ class SegmentationDataModule(SplitDataModule):
         crop_size: training crop (default ``image_size``); padded bottom/right with ignore where smaller.
         scale_range: training scale factors of ``image_size`` (``None``: no random scaling).
         hflip, color_jitter: training augmentation (see :func:`segmentation_train_transforms`).
+        mean, std: image normalisation; ``None``: what the model's pretrained weights expect
+            (:func:`~lit_vision.backbones.pretrained_config`, told by the task in ``setup``: ImageNet's for ``tv/``
+            backbones, 0.5/0.5 for many timm ViTs), ImageNet's without a model.
         palette: flat ``[r, g, b] * 256`` list for writing predicted masks; default the VOC palette.
         cache_images: keep decoded images and masks in memory after ``setup`` (small data only).
         verify_images: decode and check every image and mask in ``setup``; ``None`` = up to 20,000 per split.
@@ -276,6 +280,8 @@ class SegmentationDataModule(SplitDataModule):
         scale_range: tuple[float, float] | None = (0.5, 2.0),
         hflip: bool = True,
         color_jitter: float = 0.3,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         palette: list[int] | None = None,
         cache_images: bool = False,
         verify_images: bool | None = None,
@@ -296,15 +302,24 @@ class SegmentationDataModule(SplitDataModule):
         palette = self.hparams.get("palette")
         return list(palette) if palette is not None else voc_palette()
 
+    @property
+    def normalization(self) -> tuple[list[float], list[float]]:
+        """The ``(mean, std)`` images are normalised with (given, else the model's, else ImageNet's)."""
+        return self.resolve_normalization(self.hparams.mean, self.hparams.std)
+
     def data_info(self) -> DataInfo:
-        return DataInfo(class_names=list(self.class_names or []), palette=self.palette, ignore_index=self.ignore_index)
+        return DataInfo(class_names=list(self.class_names or []), palette=self.palette, ignore_index=self.ignore_index,
+                        extra={"normalize": self.normalization})
 
     def train_transform(self) -> SegmentationTransform:
         hp = self.hparams
-        return segmentation_train_transforms(hp.image_size, hp.crop_size, hp.scale_range, hp.hflip, hp.color_jitter)
+        mean, std = self.normalization
+        return segmentation_train_transforms(hp.image_size, hp.crop_size, hp.scale_range, hp.hflip, hp.color_jitter,
+                                             mean=mean, std=std)
 
     def eval_transform(self) -> SegmentationTransform:
-        return segmentation_eval_transforms(self.hparams.image_size)
+        mean, std = self.normalization
+        return segmentation_eval_transforms(self.hparams.image_size, mean=mean, std=std)
 
     def build_dataset(self, split: str) -> SegmentationDataset:
         hp = self.hparams

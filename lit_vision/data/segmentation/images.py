@@ -9,6 +9,7 @@ The VOC/COCO DataModules need annotations even to predict; a trained segmenter c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from lit_vision.constants import IGNORE_INDEX
@@ -30,6 +31,8 @@ class SegmentationImagesDataModule(PredictOnlyDataModule):
     Args:
         predict_paths: folders (searched recursively) or image files.
         image_size: longer side after resizing; the image is padded bottom/right to a square.
+        mean, std: normalisation; ``None``: what the model's pretrained weights expect (as in
+            :class:`~lit_vision.data.segmentation.base.SegmentationDataModule`).
         palette: flat ``[r, g, b] * 256`` list for writing predicted masks; default the VOC palette.
         **kwargs: ``class_names``, ``verify_images`` and loader arguments (see
             :class:`~lit_vision.data.base.PredictOnlyDataModule`).
@@ -41,14 +44,17 @@ class SegmentationImagesDataModule(PredictOnlyDataModule):
     ignore_index: int = IGNORE_INDEX
 
     def __init__(self, predict_paths: str | list[str], image_size: int = 512, palette: list[int] | None = None,
-                 batch_size: int = 8, **kwargs: Any) -> None:
+                 batch_size: int = 8, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(predict_paths=predict_paths, batch_size=batch_size, **kwargs)
         self.save_hyperparameters(ignore=["class_names"])
         self._class_names = check_class_names(self._class_names or [])
 
     def predict_dataset(self, paths: list[str]) -> SegmentationDataset:
+        mean, std = self.resolve_normalization(self.hparams.mean, self.hparams.std)
         return SegmentationDataset(paths, None, self.num_classes or 0,
-                                   segmentation_eval_transforms(self.hparams.image_size), "predict_paths")
+                                   segmentation_eval_transforms(self.hparams.image_size, mean=mean, std=std),
+                                   "predict_paths")
 
     @property
     def palette(self) -> list[int]:
@@ -58,4 +64,5 @@ class SegmentationImagesDataModule(PredictOnlyDataModule):
     def data_info(self) -> DataInfo:
         # No palette unless configured: the checkpoint's (the training data's colours) then wins over VOC's.
         palette = list(self.hparams.palette) if self.hparams.palette is not None else None
-        return DataInfo(class_names=list(self.class_names or []), ignore_index=IGNORE_INDEX, palette=palette)
+        return DataInfo(class_names=list(self.class_names or []), ignore_index=IGNORE_INDEX, palette=palette,
+                        extra={"normalize": self.resolve_normalization(self.hparams.mean, self.hparams.std)})

@@ -53,7 +53,7 @@ class SegmentationTransform:
         hflip: flip image and mask together with probability 0.5.
         color_jitter: brightness/contrast/saturation strength of ``v2.ColorJitter`` (0 = off); image only.
         random_crop: crop at a random offset (training) rather than at the top-left.
-        mean, std: normalisation (ImageNet by default, as every pretrained backbone here expects).
+        mean, std: normalisation (ImageNet's by default; the DataModules pass the backbone's).
     """
 
     def __init__(

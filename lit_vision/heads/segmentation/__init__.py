@@ -12,11 +12,12 @@ from lit_vision.heads.segmentation.deeplab import (
     ASPP,
     DeepLabV3Head,
     DeepLabV3PlusHead,
+    TorchvisionDeepLabHead,
     default_atrous_rates,
 )
 from lit_vision.heads.segmentation.fcn import FCN_VARIANTS, FCNDecoder
 from lit_vision.heads.segmentation.unet import UNetDecoder
 
 __all__ = ["ASPP", "BilinearConvTranspose2d", "DeepLabV3Head", "DeepLabV3PlusHead", "FCNDecoder",
-           "FCNHead", "FCN_VARIANTS", "SeparableConvBNReLU", "UNetDecoder", "bilinear_kernel", "default_atrous_rates",
+           "FCNHead", "FCN_VARIANTS", "SeparableConvBNReLU", "TorchvisionDeepLabHead", "UNetDecoder", "bilinear_kernel", "default_atrous_rates",
            "pad_to", "resize_to"]

@@ -24,7 +24,7 @@ from torchvision.ops import Conv2dNormActivation
 
 from lit_vision.heads.segmentation.common import SeparableConvBNReLU, resize_to
 
-__all__ = ["ASPP", "ASPPPooling", "DeepLabV3Head", "DeepLabV3PlusHead", "default_atrous_rates"]
+__all__ = ["ASPP", "ASPPPooling", "DeepLabV3Head", "DeepLabV3PlusHead", "TorchvisionDeepLabHead", "default_atrous_rates"]
 
 PAPER_RATES = (6, 12, 18)  # at output stride 16
 
@@ -96,6 +96,26 @@ class DeepLabV3Head(nn.Module):
 
     def forward(self, features: list[Tensor]) -> Tensor:
         return self.classifier(self.aspp(features[-1]))
+
+
+class TorchvisionDeepLabHead(nn.Module):
+    """torchvision's own ``DeepLabHead`` on the deepest map: the module (and so the weights) of
+    ``deeplabv3_resnet50``, for reproducing it and fine-tuning its published COCO-VOC weights.
+
+    It differs from :class:`DeepLabV3Head` where the module docstring says: BatchNorm in the pooling branch
+    (training needs more than one image per device) and dropout 0.5.
+    """
+
+    reference_prefix = "head."  # torchvision's ``classifier.<k>`` is our ``head.head.<k>``
+
+    def __init__(self, in_channels: Sequence[int], num_classes: int, atrous_rates: Sequence[int] = (12, 24, 36)) -> None:
+        super().__init__()
+        from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+
+        self.head = DeepLabHead(in_channels[-1], num_classes, tuple(atrous_rates))
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        return self.head(features[-1])
 
 
 def low_level_index(reductions: Sequence[int]) -> int:

@@ -57,6 +57,8 @@ class FCNDecoder(nn.Module):
         if len(in_channels) < levels:
             raise ValueError(f"FCN-{variant} fuses the last {levels} backbone maps; the backbone returns {len(in_channels)}")
         self.levels = levels
+        # FCN-32s is torchvision's ``fcn_resnet50`` head: its ``classifier.<k>`` is our ``score_deep.<k>``.
+        self.reference_prefix = "score_deep." if variant == "32s" else None
         self.score_deep = FCNHead(in_channels[-1], num_classes)
         # Skip scores (coarse to fine: stride 16, then 8) start at zero, as in the paper, so
         # training starts from the coarser net's predictions.

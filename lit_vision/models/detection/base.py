@@ -64,12 +64,28 @@ class Detector(nn.Module):
     ``{"boxes", "labels", "scores"}`` per image (``targets`` ignored).
     """
 
-    def __init__(self, model: nn.Module, architecture: str, num_classes: int, label_offset: int = 0) -> None:
+    def __init__(self, model: nn.Module, architecture: str, num_classes: int, label_offset: int = 0,
+                 class_dependent: Sequence[str] = ()) -> None:
         super().__init__()
         self.model = model
         self.architecture = architecture
         self.num_classes = num_classes
         self.label_offset = label_offset
+        # Parameters (prefixes under ``model.``) whose shape depends on the class count: what loading another
+        # dataset's detector re-initialises (lit_vision/models/weights.py).
+        self.class_dependent = tuple(f"model.{p}" for p in class_dependent)
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The registry backbone (inside the FPN wrapper): what fine-tuning freezes or gives its own LR."""
+        return self.model.backbone.backbone
+
+    def reference_key(self, key: str) -> str | None:
+        """This module's name for a key of torchvision's own detector (``fasterrcnn_resnet50_fpn`` and co.):
+        theirs wraps the ResNet as ``backbone.body``, ours as ``backbone.backbone.body``; the rest is the same."""
+        if key.startswith("backbone.body."):
+            return "model.backbone.backbone." + key[len("backbone."):]
+        return "model." + key
 
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> Any:
         if self.training:

@@ -17,6 +17,8 @@ from lit_vision.models.detection.torchvision_base import TorchvisionDetectorArch
 class FCOS(TorchvisionDetectorArchitecture):
     """FPN + P6/P7, one stride-sized point per location (as torchvision's FCOS expects), centerness branch.
 
+    Post-processing defaults are torchvision's ``fcos_resnet50_fpn``: score threshold 0.2, NMS at 0.6.
+
     Args:
         head: ``(in_channels, num_anchors, num_classes) -> module`` with torchvision's ``FCOSHead`` interface
             (default ``FCOSHead``: four GroupNorm(32) convs per branch, so ``fpn_channels`` must be a
@@ -27,8 +29,9 @@ class FCOS(TorchvisionDetectorArchitecture):
 
     name = "fcos"
 
-    def __init__(self, head: Callable[[int, int, int], nn.Module] | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, head: Callable[[int, int, int], nn.Module] | None = None, score_thresh: float = 0.2,
+                 nms_thresh: float = 0.6, **kwargs: Any) -> None:
+        super().__init__(score_thresh=score_thresh, nms_thresh=nms_thresh, **kwargs)
         if head is None and self.fpn_channels % 32:
             raise ValueError("FCOS's head uses GroupNorm(32, fpn_channels): fpn_channels must be a multiple of 32, "
                              f"got {self.fpn_channels}")
@@ -40,5 +43,5 @@ class FCOS(TorchvisionDetectorArchitecture):
         extra = {"head": self.head(self.fpn_channels, 1, num_classes)} if self.head is not None else {}
         model = TorchvisionFCOS(neck, num_classes, anchor_generator=anchors, score_thresh=self.score_thresh,
                                 nms_thresh=self.nms_thresh, detections_per_img=self.detections_per_img, **extra,
-                                **self.common_kwargs(image_size))
-        return Detector(model, self.name, num_classes)
+                                **self.common_kwargs(image_size, backbone))
+        return Detector(model, self.name, num_classes, class_dependent=("head.classification_head.cls_logits",))

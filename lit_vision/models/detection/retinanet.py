@@ -17,6 +17,10 @@ from lit_vision.models.detection.torchvision_base import AnchorBasedArchitecture
 class RetinaNet(AnchorBasedArchitecture):
     """FPN + P6/P7, anchor boxes, classification head trained with the focal loss, box regression head.
 
+    Defaults are torchvision's ``retinanet_resnet50_fpn`` (v1): the FPN over the last three stages (P3-P5) with
+    P6/P7 computed from P5, anchors 32 .. 512 x 3 scales (truncated to integers) x 3 ratios, up to 300
+    detections per image.
+
     Args:
         focal_alpha, focal_gamma: the focal loss of the default head (torchvision fixes 0.25 and 2).
         head: ``(in_channels, num_anchors, num_classes) -> module`` with torchvision's ``RetinaNetHead``
@@ -32,9 +36,10 @@ class RetinaNet(AnchorBasedArchitecture):
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
         head: Callable[[int, int, int], nn.Module] | None = None,
+        detections_per_img: int = 300,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(detections_per_img=detections_per_img, **kwargs)
         self.focal_alpha, self.focal_gamma, self.head = focal_alpha, focal_gamma, head
 
     def build(self, backbone: Backbone, num_classes: int, image_size: int | None = None) -> Detector:
@@ -47,5 +52,6 @@ class RetinaNet(AnchorBasedArchitecture):
             head = FocalRetinaNetHead(self.fpn_channels, per_location, num_classes, self.focal_alpha, self.focal_gamma)
         model = TorchvisionRetinaNet(neck, num_classes, anchor_generator=anchors, head=head,
                                      score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
-                                     detections_per_img=self.detections_per_img, **self.common_kwargs(image_size))
-        return Detector(model, self.name, num_classes)
+                                     detections_per_img=self.detections_per_img,
+                                     **self.common_kwargs(image_size, backbone))
+        return Detector(model, self.name, num_classes, class_dependent=("head.classification_head.cls_logits",))

@@ -14,7 +14,7 @@ architecture a task names) builds the defaults and lets a YAML inject any of the
 when the model is built), ``assigner`` an object.
 
 Same contract as the torchvision detectors: a list of float images in [0, 1] (any sizes; padded
-bottom-right to a multiple of the coarsest stride, normalised with the ImageNet mean/std inside), training
+bottom-right to a multiple of the coarsest stride, normalised inside with the backbone's pretrained mean/std), training
 returns a loss dict, evaluation a list of ``{"boxes", "labels", "scores"}`` in the coordinates of the
 given images.
 """
@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-from lit_vision.backbones import Backbone
+from lit_vision.backbones import Backbone, input_normalization
 from lit_vision.constants import IMAGENET_MEAN, IMAGENET_STD
 from lit_vision.heads.detection import (
     DecoupledHead,
@@ -64,12 +64,15 @@ class YOLODetector(nn.Module):
                 f"the YOLO detector needs three backbone maps whose strides double (e.g. 8, 16, 32), got strides "
                 f"{reductions}: pass backbone_out_indices selecting three such stages")
         self.backbone, self.neck, self.head, self.loss = backbone, neck, head, loss
+        self.class_dependent = ("head.cls",)  # the class branch's widths grow with K: re-initialised on a new K
         self.strides = reductions
         self.num_classes, self.reg_max = head.num_classes, head.reg_max
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
         self.detections_per_img, self.pre_nms_top_n = detections_per_img, pre_nms_top_n
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        # What the backbone's pretrained weights expect (ImageNet's for tv/ backbones; 0.5/0.5 for many timm ViTs).
+        mean, std = input_normalization(backbone) or (IMAGENET_MEAN, IMAGENET_STD)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def batch_images(self, images: list[Tensor]) -> Tensor:
         """Normalise and pad (bottom/right, zeros after normalisation) to a multiple of the coarsest stride."""

@@ -63,6 +63,25 @@ class Segmenter(nn.Module):
         self.aux_head = aux_head
         self.num_classes = num_classes
         self.architecture = architecture
+        # What loading another dataset's segmenter re-initialises (lit_vision/models/weights.py): the heads'
+        # tensors sized by the class count (final 1x1 convs, class-wise upsampling).
+        self.class_dependent = tuple(
+            f"{part}.{name}" for part, module in (("head", head), ("aux_head", aux_head)) if module is not None
+            for name, tensor in module.state_dict().items() if tensor.ndim and tensor.shape[0] == num_classes)
+
+    def reference_key(self, key: str) -> str | None:
+        """This module's name for a key of torchvision's segmenter (``deeplabv3_resnet50``, ``fcn_resnet50``):
+        ``backbone.*`` is our torchvision backbone's ``body``, ``aux_classifier`` our ``aux_head``, and
+        ``classifier`` the head that declares itself torchvision's (``reference_prefix``)."""
+        head, _, rest = key.partition(".")
+        if head == "backbone" and hasattr(self.backbone, "body"):
+            return "backbone.body." + rest
+        if head == "aux_classifier":
+            return "aux_head." + rest
+        prefix = getattr(self.head, "reference_prefix", None)
+        if head == "classifier" and prefix is not None:
+            return "head." + prefix + rest
+        return None
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """``x``: normalised images ``[B, 3, H, W]`` -> ``{"out": logits [B, K, H, W], "aux": ...}``."""

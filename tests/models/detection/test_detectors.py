@@ -6,9 +6,9 @@ import pytest
 import torch
 from torchvision.ops import sigmoid_focal_loss
 
+from lit_vision.backbones import create_backbone
 from lit_vision.models.detection import anchors_per_level, build_detector
 from lit_vision.necks import BackboneWithFPN
-from lit_vision.backbones import create_backbone
 
 SIZE = 64
 NUM_CLASSES = 3
@@ -79,12 +79,22 @@ def test_internal_transform_does_not_resize_when_image_size_given() -> None:
     assert transform.image_mean == [0.485, 0.456, 0.406]  # ImageNet normalisation kept
 
 
-def test_faster_rcnn_has_three_scales_by_three_ratios_per_level() -> None:
-    model = tiny("faster_rcnn")
+def test_anchor_defaults_are_torchvisions() -> None:
+    """torchvision's fasterrcnn_resnet50_fpn: one size per level (32 .. 512 on P2-P6) x 3 ratios; its
+    retinanet_resnet50_fpn: 3 scales per level, truncated to integers (32, 40, 50 on P3) x 3 ratios."""
+    from torchvision.models.detection.faster_rcnn import (
+        _default_anchorgen as rpn_default_anchorgen,
+    )
+    from torchvision.models.detection.retinanet import _default_anchorgen
+
+    model = tiny("faster_rcnn", backbone_out_indices=(-4, -3, -2, -1))
     generator = model.model.rpn.anchor_generator
-    assert anchors_per_level(model) == [9] * 4  # strides 8/16/32 + max-pooled 64
-    assert all(len(s) == 3 for s in generator.sizes) and all(len(r) == 3 for r in generator.aspect_ratios)
-    assert generator.sizes[0] == pytest.approx((32.0, 32.0 * 2 ** (1 / 3), 32.0 * 2 ** (2 / 3)))
+    assert anchors_per_level(model) == [3] * 5  # strides 4/8/16/32 + max-pooled 64
+    assert generator.sizes == rpn_default_anchorgen().sizes == ((32.0,), (64.0,), (128.0,), (256.0,), (512.0,))
+    assert generator.aspect_ratios == ((0.5, 1.0, 2.0),) * 5
+    retina = tiny("retinanet").model.anchor_generator
+    assert retina.sizes == tuple(tuple(float(s) for s in level) for level in _default_anchorgen().sizes)
+    assert tiny("faster_rcnn", scales_per_octave=3).model.rpn.anchor_generator.sizes[0] == (32.0, 40.0, 50.0)
 
 
 def test_fpn_neck_levels_and_strides() -> None:
