@@ -14,7 +14,6 @@ translated by the wrapper's ``reference_key``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -74,7 +73,7 @@ def _under(key: str, prefixes: Sequence[str]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
-def load_model_weights(model: nn.Module, source: WeightSource | str | os.PathLike) -> WeightsReport:
+def load_model_weights(model: nn.Module, source: WeightSource) -> WeightsReport:
     """Load a full model's weights into ``model`` (a ``Classifier``, ``Detector``, ``YOLODetector`` or ``Segmenter``).
 
     Raises:

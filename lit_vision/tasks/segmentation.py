@@ -89,12 +89,10 @@ class SemanticSegmenter(VisionTask):
         num_classes, class_names: normally linked from the data.
         pretrained, backbone_kwargs, output_stride: see :func:`~lit_vision.models.segmentation.build_segmenter`
             (``output_stride`` 8 or 16 dilates the backbone where it supports it).
-        weights: a full model's weights to start from: torchvision's own detection / segmentation /
-            classification ``*.pth`` (e.g. ``fasterrcnn_resnet50_fpn_coco-258fb6c6.pth``) or a lit_vision
-            checkpoint. Layers whose shape depends on the class count are re-initialised; the rest must fit
-            (see docs/fine_tuning.md). Applied after ``pretrained``.
-        freeze_backbone: freeze the whole backbone (gradients off, BatchNorm statistics frozen); for stages,
-            ``backbone_kwargs: {frozen_stages: N}``.
+        weights, freeze_backbone: a full segmenter to start from (torchvision's ``deeplabv3_resnet50`` /
+            ``fcn_resnet50`` files with ``DeepLabV3(torchvision_head=True)`` / ``FCN(fcn_variant="32s")``, or a
+            lit_vision checkpoint; the final 1x1 convs are re-initialised for another class count) and whole-backbone
+            freezing: as :class:`~lit_vision.tasks.ObjectDetector` (docs/fine_tuning.md).
         aux_loss, aux_weight: auxiliary FCN head on the stride-16 stage and its loss weight (torchvision's
             reference: 0.5).
         ignore_index: label of pixels left out of loss and metrics.
