@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -41,3 +43,22 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["LIT_VISION_CACHE"] = str(tmp_path_factory.mktemp("lit_vision_cache"))
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Path]]:
+    """``mktemp`` for module-scoped fixtures whose folders (checkpoints, runs) go when the module ends.
+
+    pyproject's ``tmp_path_retention_policy = "failed"`` removes a passing test's ``tmp_path``, but folders made by
+    ``tmp_path_factory`` live to the end of the session; with every module's checkpoints kept the suite once filled
+    a CI disk (several GB of ResNet checkpoints), so the big ones are removed here.
+    """
+    made: list[Path] = []
+
+    def make(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield make
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)

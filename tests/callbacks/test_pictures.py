@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -18,8 +19,8 @@ from lit_vision.visualize.pictures import DetectionPicture, SegmentationPicture
 
 
 @pytest.fixture(scope="module")
-def fitted(imagefolder_root: Path, tmp_path_factory: pytest.TempPathFactory):
-    tmp = tmp_path_factory.mktemp("pictures")
+def fitted(imagefolder_root: Path, module_tmp: Callable[[str], Path]):
+    tmp = module_tmp("pictures")
     pl.seed_everything(0)
     data = ImageFolderDataModule(root=str(imagefolder_root), image_size=32, batch_size=4, num_workers=0)
     model = ImageClassifier(backbone="tv/resnet18", class_names=data.class_names, top_k=2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -55,17 +56,17 @@ def fit(args: list[str], cwd: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def classifier_ckpt(imagefolder_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def classifier_ckpt(imagefolder_root: Path, module_tmp: Callable[[str], Path]) -> Path:
     """cat/dog/eel, trained with ``top_k=2``."""
-    return fit([*CLASSIFIER, "--model.top_k", "2", *folder_data(imagefolder_root)], tmp_path_factory.mktemp("clf"))
+    return fit([*CLASSIFIER, "--model.top_k", "2", *folder_data(imagefolder_root)], module_tmp("clf"))
 
 
 @pytest.fixture(scope="module")
-def detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def detector(module_tmp: Callable[[str], Path]) -> tuple[Path, Path]:
     """(checkpoint, shapes cache): trained with ``score_thresh=0.99`` (an untrained detector then finds nothing)."""
-    cache = tmp_path_factory.mktemp("ckpt_shapes")
+    cache = module_tmp("ckpt_shapes")
     ckpt = fit([*DETECTOR, "--model.architecture.score_thresh", "0.99", *shapes_data(cache)],
-               tmp_path_factory.mktemp("det"))
+               module_tmp("det"))
     return ckpt, cache
 
 

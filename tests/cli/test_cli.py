@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,9 +35,9 @@ def common(root: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def trained(imagefolder_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def trained(imagefolder_root: Path, module_tmp: Callable[[str], Path]) -> tuple[Path, Path]:
     """One real (tiny) fit that writes a best checkpoint, shared by the tests below."""
-    cwd = tmp_path_factory.mktemp("cli")
+    cwd = module_tmp("cli")
     proc = lit_vision(
         "fit", *common(imagefolder_root), "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1",
         "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.monitor", "val/acc1",

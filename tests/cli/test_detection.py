@@ -7,6 +7,7 @@ and must equal what ``validate`` logs for the same checkpoint: two independent p
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from PIL import Image
 
 from lit_vision.callbacks import CocoResultsWriter, JsonlPredictionWriter
 from lit_vision.cli import run_cli
-from lit_vision.data import DataError, DetectionImagesDataModule, SHAPES_CLASSES
+from lit_vision.data import SHAPES_CLASSES, DataError, DetectionImagesDataModule
 from lit_vision.data.embedded.shapes import shapes_paths, write_shapes
 from lit_vision.evaluation.coco import evaluate_coco
 
@@ -40,10 +41,10 @@ def writer(cli, kind: type):  # noqa: ANN001, ANN201 - the one callback of that 
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+def trained(module_tmp: Callable[[str], Path]) -> tuple[Path, Path, Path]:
     """Three short epochs with ``lit-vision fit``; returns (working dir, shapes cache, best checkpoint)."""
-    cwd = tmp_path_factory.mktemp("det_cli")
-    cache = tmp_path_factory.mktemp("det_cli_shapes")
+    cwd = module_tmp("det_cli")
+    cache = module_tmp("det_cli_shapes")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(cwd)
         cli = run_cli(["fit", *MODEL, *shapes_data(cache), *TRAINER, "--seed_everything", "0",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +30,9 @@ def shapes_data(cache: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    cwd = tmp_path_factory.mktemp("seg_cli")
-    cache = tmp_path_factory.mktemp("seg_cli_shapes")
+def trained(module_tmp: Callable[[str], Path]) -> tuple[Path, Path, Path]:
+    cwd = module_tmp("seg_cli")
+    cache = module_tmp("seg_cli_shapes")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(cwd)
         cli = run_cli(["fit", *MODEL, *shapes_data(cache), *TRAINER, "--seed_everything", "0",

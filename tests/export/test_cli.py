@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,8 @@ from tests.export.helpers import classifier, save_checkpoint
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_checkpoint(classifier(), tmp_path_factory.mktemp("cli") / "best.ckpt")
+def ckpt(module_tmp: Callable[[str], Path]) -> Path:
+    return save_checkpoint(classifier(), module_tmp("cli") / "best.ckpt")
 
 
 def _one_line(err: str) -> str:

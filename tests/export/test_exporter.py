@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,10 +27,10 @@ from tests.export.helpers import (
 
 
 @pytest.fixture(scope="module")
-def classifier_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def classifier_ckpt(module_tmp: Callable[[str], Path]) -> Path:
     """Trained (as the CLI stores it) with pretrained=True and a weights file that is not on this machine, on data
     normalised with its own mean/std at 48 px."""
-    path = tmp_path_factory.mktemp("ckpt") / "best.ckpt"
+    path = module_tmp("ckpt") / "best.ckpt"
     data = {"image_size": 48, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "crop_pct": 1.0}
     return save_checkpoint(classifier(), path, hparams={"pretrained": True, "weights": "/nowhere/weights.pth"},
                            data=data)
