@@ -32,6 +32,9 @@ def pretrained_config(name: str) -> dict[str, Any]:
     :class:`~lit_vision.backbones.UnknownBackboneError` (a ``ValueError``).
     """
     source, arch = parse_backbone_name(name)
+    if source == "lv":  # trained from scratch here; YOLOv8 feeds pixels / 255, unnormalised
+        return {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "input_size": (3, 640, 640),
+                "interpolation": "bilinear", "crop_pct": 1.0}
     return _timm_config(arch) if source == "timm" else _tv_config(arch)
 
 

@@ -1,6 +1,7 @@
 """Backbone names, listing and construction: ``create_backbone("tv/resnet50")``.
 
-Names always carry their source (``tv/`` or ``timm/``) because the two libraries share
+Names always carry their source (``tv/``, ``timm/``, or ``lv/`` for lit_vision's own, e.g. the YOLOv8-layout
+``lv/csp_c2f_n``) because the libraries share
 model names (``resnet50``) with different layer layouts, strides and weights; a recipe
 saying just ``resnet50`` would be ambiguous. torchvision and timm are imported only when
 a name from them is listed or built, so importing this package stays cheap.
@@ -28,7 +29,7 @@ __all__ = [
     "parse_backbone_name",
 ]
 
-SOURCES = ("tv", "timm")
+SOURCES = ("tv", "timm", "lv")
 _ALIASES = {"torchvision": "tv"}
 
 
@@ -51,8 +52,14 @@ def _timm_names() -> tuple[str, ...]:
     return tuple(timm.list_models())
 
 
+def _lv_names() -> tuple[str, ...]:
+    from .csp_c2f import csp_c2f_names
+
+    return csp_c2f_names()
+
+
 def _names(source: str) -> tuple[str, ...]:
-    return _tv_names() if source == "tv" else _timm_names()
+    return {"tv": _tv_names, "timm": _timm_names, "lv": _lv_names}[source]()
 
 
 def list_backbones(pattern: str = "*") -> list[str]:
@@ -92,7 +99,7 @@ def parse_backbone_name(name: str) -> tuple[str, str]:
         close = [f"{s}/{n}" for s in SOURCES for n in difflib.get_close_matches(name, _names(s), n=3)]
         raise UnknownBackboneError(
             f"Backbone name {name!r} has no source prefix; names look like 'tv/<torchvision model>' "
-            f"or 'timm/<timm model>'. " + _suggest(exact or close, "*")
+            f"'timm/<timm model>' or 'lv/<lit_vision model>'. " + _suggest(exact or close, "*")
         )
     source, arch = name.split("/", 1)
     source = _ALIASES.get(source, source)
@@ -139,7 +146,8 @@ def create_backbone(
     """Build a feature-pyramid backbone by name.
 
     Args:
-        name: ``"tv/<torchvision classification model>"`` or ``"timm/<timm model>"``.
+        name: ``"tv/<torchvision classification model>"``, ``"timm/<timm model>"`` or ``"lv/<lit_vision model>"``
+            (``lv/csp_c2f_n`` ... ``_x``: the YOLOv8 backbone, :mod:`lit_vision.backbones.csp_c2f`).
         pretrained: ``False`` random init; ``True`` the library's own download (torchvision
             ``weights="DEFAULT"``, timm ``pretrained=True``: needs network or a warm cache);
             a path to a ``.pth/.pt/.bin/.ckpt`` or ``.safetensors`` file (or an in-memory
@@ -186,10 +194,14 @@ def create_backbone(
 
         backbone: Backbone = build_torchvision_backbone(arch, weights, out_indices, output_stride=output_stride,
                                                         **kwargs)
-    else:
+    elif source == "timm":
         from .timm_backbone import build_timm_backbone
 
         backbone = build_timm_backbone(arch, weights, out_indices, output_stride=output_stride, **kwargs)
+    else:
+        from .csp_c2f import build_csp_c2f_backbone
+
+        backbone = build_csp_c2f_backbone(arch, weights, out_indices, output_stride=output_stride, **kwargs)
     from .freeze import freeze_batchnorm, set_batchnorm_eps
 
     if frozen_bn:

@@ -15,6 +15,7 @@ package (``lit_vision.data.classification.ImageFolderDataModule``, the path reci
 from lit_vision.data.base import PredictOnlyDataModule, SplitDataModule
 from lit_vision.data.checks import DataError
 from lit_vision.data.classification import (
+    DeviceDecodeImageFolderDataModule,
     DigitsDataModule,
     ImageFolderDataModule,
     ImageFolderDataset,
@@ -57,6 +58,7 @@ __all__ = [
     "DataError",
     "DetectionDataModule",
     "DetectionImagesDataModule",
+    "DeviceDecodeImageFolderDataModule",
     "DigitsDataModule",
     "ImageFolderDataModule",
     "ImageFolderDataset",

@@ -21,8 +21,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.utils.data import DataLoader, Dataset
 
 from lit_vision.constants import IMAGENET_MEAN, IMAGENET_STD
@@ -31,6 +33,11 @@ from lit_vision.data.checks import (
     DataError,
     checked_predict_paths,
     checkpoint_class_names,
+)
+from lit_vision.data.gpu_augment import (
+    DeviceTransform,
+    NormalizeOnDevice,
+    split_for_device,
 )
 from lit_vision.data.resumable import (
     ResumableDataLoader,
@@ -44,6 +51,9 @@ STAGE_SPLITS: dict[str, tuple[str, ...]] = {
     "test": ("test",),
     "predict": ("predict",),
 }
+# The split whose batches each running stage sees (device_transforms are keyed by split).
+_SPLIT_OF_STAGE = {RunningStage.TRAINING: "train", RunningStage.SANITY_CHECKING: "val", RunningStage.VALIDATING: "val",
+                   RunningStage.TESTING: "test", RunningStage.PREDICTING: "predict"}
 
 
 class SplitDataModule(LightningDataModule):
@@ -60,6 +70,9 @@ class SplitDataModule(LightningDataModule):
         pin_memory: ``None``: on when CUDA is available.
         persistent_workers: keep workers alive between epochs (when ``num_workers > 0``).
         drop_last: drop a short last training batch (BatchNorm fails on a batch of one).
+        normalize_on_device: serve uint8 batches and flip + normalise them on the training device
+            (:mod:`lit_vision.data.gpu_augment`; image-only presets, i.e. classification): 4x fewer bytes through the
+            loader and the host-to-device copy, and less CPU work per image. Off: batches arrive normalised.
     """
 
     collate_fn: ClassVar[Callable[[list[Any]], Any] | None] = None
@@ -72,6 +85,7 @@ class SplitDataModule(LightningDataModule):
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         drop_last: bool = False,
+        normalize_on_device: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
@@ -81,6 +95,9 @@ class SplitDataModule(LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.persistent_workers, self.drop_last = persistent_workers, drop_last
+        self.normalize_on_device = normalize_on_device
+        # split -> what finishes its batches on the training device (on_before_batch_transfer), set as splits are built.
+        self.device_transforms: dict[str, DeviceTransform] = {}
         self.data_seed: int | None = None  # the training order's seed: seed_everything's, else random (see state_dict)
         self.datasets: dict[str, Dataset] = {}
         self.sources: dict[str, Any] = {}  # split -> checked, untransformed dataset (annotation-backed modules)
@@ -128,8 +145,38 @@ class SplitDataModule(LightningDataModule):
         for split in STAGE_SPLITS[stage or "fit"]:
             if split not in self.datasets:
                 self.datasets[split] = self.build_dataset(split)
+                if self.normalize_on_device:
+                    self._move_normalization_to_device(split)
         if isinstance(task, DataConsumer):
             task.connect_data(self.data_info())
+
+    def _move_normalization_to_device(self, split: str) -> None:
+        """Cut the split's preset at uint8; its flip and normalisation become the split's device transform."""
+        dataset = self.datasets[split]
+        where = f"the {split} transform of {type(self).__name__}"
+        cpu, device_op = split_for_device(getattr(dataset, "transform", None), where)
+        dataset.transform = cpu
+        self.device_transforms[split] = NormalizeOnDevice(device_op)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Run the split's device transform (:attr:`device_transforms`), which moves the images itself; Lightning then
+        moves the rest of the batch (non-blocking from pinned memory: ``lightning.fabric``'s ``move_data_to_device``).
+
+        A DataModule hook, not the task's: the data knows its presets. Lightning calls only one owner's
+        ``*_batch_transfer`` hooks (the DataModule's when both have them), so a task subclass's own
+        ``on_before_batch_transfer`` is called from here, after the device step. A DataModule subclass overriding it
+        calls ``super()``.
+        """
+        trainer = self.trainer
+        if trainer is None:
+            return batch
+        transform = self.device_transforms.get(_SPLIT_OF_STAGE.get(trainer.state.stage, ""))
+        if transform is not None:
+            batch = transform(batch, trainer.strategy.root_device)
+        module = trainer.lightning_module
+        if module is not None and is_overridden("on_before_batch_transfer", module, LightningModule):
+            batch = module.on_before_batch_transfer(batch, dataloader_idx)
+        return batch
 
     def _split_source(self, split: str) -> Any:
         """The checked source of ``split``; ``test`` falls back to ``val`` (with a warning) when not configured."""

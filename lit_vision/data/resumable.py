@@ -66,6 +66,11 @@ class SeededDataset(Dataset):
     (``num_workers=0``) torch's and Python's are forked around the item (saved, seeded, restored), so reading a
     sample neither depends on nor changes the random state the model uses. Plain integer keys (evaluation
     loaders) read the item unchanged.
+
+    A dataset that defines ``getitem_at(epoch, index)`` is read through it: loader workers hold their own copy
+    of the dataset (persistent ones for the whole fit), so an attribute changed in the training process later
+    never reaches them, but the epoch in the key does. Per-epoch behaviour (e.g. mosaic closing for the last
+    epochs) is then decided per sample, exactly under resume and whatever ``num_workers``.
     """
 
     def __init__(self, dataset: Dataset) -> None:
@@ -83,7 +88,7 @@ class SeededDataset(Dataset):
             # A worker's own random state is used by nothing but its samples: seed it, no need to save it.
             # (torch.manual_seed would also seed every CUDA device: ~0.4 ms; the CPU generator alone: ~2 us.)
             _seed_all(s)
-            return self.dataset[index]
+            return self._read(epoch, index)
         # In the training process the model draws from the same generators: fork torch's and Python's (what
         # torchvision and timm transforms use) around the item. NumPy's global state is left alone: saving it
         # costs ~0.1 ms a sample; a NumPy-drawing transform then draws from the process's stream, which the
@@ -93,10 +98,14 @@ class SeededDataset(Dataset):
         try:
             _CPU.manual_seed(s)
             random.seed(s)
-            return self.dataset[index]
+            return self._read(epoch, index)
         finally:
             _CPU.set_state(torch_state)
             random.setstate(py_state)
+
+    def _read(self, epoch: int, index: int) -> Any:
+        getitem_at = getattr(self.dataset, "getitem_at", None)
+        return getitem_at(epoch, index) if getitem_at is not None else self.dataset[index]
 
     def __getattr__(self, name: str) -> Any:  # class_names, samples ... of the wrapped dataset
         if name == "dataset":

@@ -7,7 +7,8 @@ bottlenecks has every intermediate output concatenated). Over backbone maps C3, 
     top-down:   N4 = C2f(cat(up(C5), C4))       P3 = C2f(cat(up(N4), C3))
     bottom-up:  P4 = C2f(cat(down(P3), N4))     P5 = C2f(cat(down(P4), C5))
 
-``up`` is 2x nearest upsampling and ``down`` a stride-2 3x3 conv_bn_silu; the outputs are P3, P4, P5.
+The C2f block lives in :mod:`lit_vision.layers` (the CSP-C2f backbone uses it too). ``up`` is 2x nearest
+upsampling and ``down`` a stride-2 3x3 conv_bn_silu; the outputs are P3, P4, P5.
 """
 
 from __future__ import annotations
@@ -17,39 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from lit_vision.layers import conv_bn_silu
-
-
-class Bottleneck(nn.Module):
-    """Two 3x3 conv_bn_silu, with a residual connection when ``shortcut`` (the backbone uses it, the neck not)."""
-
-    def __init__(self, channels: int, shortcut: bool = True) -> None:
-        super().__init__()
-        self.cv1 = conv_bn_silu(channels, channels, 3)
-        self.cv2 = conv_bn_silu(channels, channels, 3)
-        self.shortcut = shortcut
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.cv2(self.cv1(x))
-        return x + y if self.shortcut else y
-
-
-class C2f(nn.Module):
-    """CSP block of YOLOv8: split a 1x1 projection in two, run ``depth`` bottlenecks on one half, and fuse
-    the two halves plus every bottleneck output with a 1x1 conv (more gradient paths than a plain CSP)."""
-
-    def __init__(self, in_channels: int, out_channels: int, depth: int = 1, shortcut: bool = False) -> None:
-        super().__init__()
-        self.hidden = out_channels // 2
-        self.cv1 = conv_bn_silu(in_channels, 2 * self.hidden, 1)
-        self.blocks = nn.ModuleList(Bottleneck(self.hidden, shortcut) for _ in range(depth))
-        self.cv2 = conv_bn_silu((2 + depth) * self.hidden, out_channels, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        parts = list(self.cv1(x).chunk(2, dim=1))
-        for block in self.blocks:
-            parts.append(block(parts[-1]))
-        return self.cv2(torch.cat(parts, dim=1))
+from lit_vision.layers import Bottleneck, C2f, conv_bn_silu
 
 
 class PAN(nn.Module):

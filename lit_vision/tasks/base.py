@@ -67,6 +67,13 @@ def apply_lr_scales(optimizer: torch.optim.Optimizer) -> None:
             group["applied_lr_scale"] = scale
 
 
+def fused_if_cuda(groups: Iterable[dict[str, Any]]) -> bool | None:
+    """``True`` when every parameter is on a CUDA device (one fused kernel does the whole update, instead of the
+    several multi-tensor kernels of torch's default ``foreach`` path), else ``None`` (torch's default)."""
+    params = [p for g in groups for p in g["params"]]
+    return True if params and all(p.device.type == "cuda" for p in params) else None
+
+
 def resolve_classes(task: str, num_classes: int | None, class_names: list[str] | None) -> tuple[int, list[str]]:
     """``(num_classes, class_names)`` from whichever was given (names default to ``"0"``, ``"1"``, ...)."""
     if num_classes is None and class_names is None:
@@ -102,7 +109,8 @@ class VisionTask(LightningModule):
         num_classes: number of classes (normally linked from the data; may be derived from ``class_names``).
         class_names: class names in label order (saved in the checkpoint, so a checkpoint predicts names).
         optimizer: builds the optimizer from parameter groups. ``None``: SGD, lr 0.1, momentum 0.9,
-            Nesterov, weight decay 1e-4.
+            Nesterov, weight decay 1e-4 (fused when the parameters are on a CUDA device; for a YAML optimizer set
+            ``fused: true`` in its ``init_args``, docs/gpu.md).
         lr_scheduler: builds the scheduler from the optimizer. ``None``: cosine annealing to 0 over the
             whole run, stepped every optimizer step (``T_max = trainer.estimated_stepping_batches``).
         lr_scheduler_interval: ``"step"`` or ``"epoch"``: how often a YAML-given scheduler steps.
@@ -117,6 +125,12 @@ class VisionTask(LightningModule):
             layer ``i`` of ``L`` trains at ``lr * layer_decay ** (L - i)``, the neck and heads at ``lr``. Layers are
             timm's own per-block numbering for timm backbones, else one per stage (``Backbone.module_stages``);
             see :mod:`lit_vision.backbones.layer_decay` and ``docs/fine_tuning.md``. ``None``: one lr for all.
+        channels_last: keep the network's weights in ``channels_last`` (NHWC) memory format, what tensor cores want
+            for convolutions under bf16/fp16 (``docs/gpu.md``). A convolution computes in its weight's format, so the
+            first one converts the NCHW input batch once and every later activation is NHWC. Off: NCHW throughout.
+        compile: ``torch.compile`` the network (``True``, or a dict of ``torch.compile`` keyword arguments such as
+            ``{mode: max-autotune}``), once, when the Trainer starts (:meth:`configure_model`). It compiles in place
+            (``nn.Module.compile``), so checkpoints keep the same keys with and without it.
     """
 
     def __init__(
@@ -130,6 +144,8 @@ class VisionTask(LightningModule):
         nonfinite: Literal["stop", "skip", "off"] = "stop",
         max_nonfinite_skips: int = 10,
         layer_decay: float | None = None,
+        channels_last: bool = False,
+        compile: bool | dict[str, Any] = False,  # torch.compile's name: the recipe key reads as what it does
     ) -> None:
         super().__init__()
         self.num_classes, self.class_names = resolve_classes(type(self).__name__, num_classes, class_names)
@@ -149,6 +165,11 @@ class VisionTask(LightningModule):
         if layer_decay is not None and not 0.0 < layer_decay <= 1.0:
             raise ValueError(f"layer_decay must be in (0, 1] or None, got {layer_decay!r}")
         self.layer_decay = layer_decay
+        self.channels_last = channels_last
+        # Not ``self.compile``: that would hide nn.Module.compile, which configure_model calls.
+        self.compile_options: dict[str, Any] | None = (dict(compile) if isinstance(compile, dict)
+                                                       else {} if compile else None)
+        self._model_configured = False
         # The last training step's named loss terms (detached), set by the tasks' training_step: the
         # non-finite guard names them in its message.
         self.loss_terms: dict[str, torch.Tensor] = {}
@@ -225,6 +246,18 @@ class VisionTask(LightningModule):
 
     _resume: resume.Restorer | None = None
 
+    # ------------------------------------------------------------------ the GPU path (docs/gpu.md)
+    def configure_model(self) -> None:
+        """``channels_last`` and ``compile``, once: Lightning calls this at every ``fit``/``validate``/... before it
+        moves the model to the device and before a checkpoint's weights are loaded (``copy_`` keeps the format)."""
+        if self._model_configured:
+            return
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if self.compile_options is not None:
+            self.model.compile(**self.compile_options)  # in place: no ``_orig_mod.`` prefix in the state dict
+        self._model_configured = True
+
     def on_train_start(self) -> None:
         """A resumed run gets the interrupted run's random and metric states back here, just before its first step."""
         if self._resume is not None:
@@ -295,7 +328,9 @@ class VisionTask(LightningModule):
     def configure_optimizers(self) -> Any:
         groups: Iterable[dict[str, Any]] = self.parameter_groups()
         if self.optimizer_factory is None:
-            optimizer = torch.optim.SGD(groups, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+            groups = list(groups)
+            optimizer = torch.optim.SGD(groups, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4,
+                                        fused=fused_if_cuda(groups))
         else:
             optimizer = self.optimizer_factory(groups)
         apply_lr_scales(optimizer)  # before the scheduler records each group's initial lr

@@ -45,7 +45,8 @@ class ImageClassifier(VisionTask):
         freeze_backbone: train only the head (linear probing): the whole backbone frozen, BatchNorm
             statistics included; for stages, ``backbone_kwargs: {frozen_stages: N}``.
         **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``, ``no_weight_decay_norm_bias``,
-            ``nonfinite``, ``max_nonfinite_skips``, ``layer_decay``: see :class:`~lit_vision.tasks.base.VisionTask`.
+            ``nonfinite``, ``max_nonfinite_skips``, ``layer_decay``, ``channels_last``, ``compile``: see
+            :class:`~lit_vision.tasks.base.VisionTask`.
     """
 
     monitor_metric = "val/acc1"

@@ -58,7 +58,8 @@ class ObjectDetector(VisionTask):
         per_class_ap: also log AP@[.5:.95] per category as ``<stage>/ap/<class name>`` (``nan`` - not
             logged - for categories without ground truth in the split).
         **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``, ``no_weight_decay_norm_bias``,
-            ``nonfinite``, ``max_nonfinite_skips``, ``layer_decay``: see :class:`~lit_vision.tasks.base.VisionTask`.
+            ``nonfinite``, ``max_nonfinite_skips``, ``layer_decay``, ``channels_last``, ``compile``: see
+            :class:`~lit_vision.tasks.base.VisionTask`.
     """
 
     monitor_metric = "val/map"

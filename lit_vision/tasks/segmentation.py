@@ -101,7 +101,8 @@ class SemanticSegmenter(VisionTask):
         inference: ``"whole"`` or ``"slide"``; ``window_size``/``window_stride`` for sliding windows
             (default: 512 / two thirds of the window).
         **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``, ``no_weight_decay_norm_bias``,
-            ``nonfinite``, ``max_nonfinite_skips``, ``layer_decay``: see :class:`~lit_vision.tasks.base.VisionTask`.
+            ``nonfinite``, ``max_nonfinite_skips``, ``layer_decay``, ``channels_last``, ``compile``: see
+            :class:`~lit_vision.tasks.base.VisionTask`.
     """
 
     monitor_metric = "val/miou"

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from lit_vision.backbones import UnknownBackboneError, create_backbone, list_backbones, parse_backbone_name
+from lit_vision.backbones import (
+    UnknownBackboneError,
+    create_backbone,
+    list_backbones,
+    parse_backbone_name,
+)
 
 
 def test_list_backbones_patterns() -> None:
@@ -15,7 +20,7 @@ def test_list_backbones_patterns() -> None:
     everything = list_backbones()
     assert everything == sorted(everything)
     assert {"tv/alexnet", "tv/inception_v3", "timm/resnet50", "timm/vgg16"} <= set(everything)
-    assert {n.split("/")[0] for n in everything} == {"tv", "timm"}
+    assert {n.split("/")[0] for n in everything} == {"tv", "timm", "lv"}
     assert list_backbones("*/densenet121") == ["timm/densenet121", "tv/densenet121"]
     assert list_backbones("tv/no_such_model*") == []
 

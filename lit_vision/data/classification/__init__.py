@@ -1,6 +1,7 @@
 """Image classification data: ImageFolder trees, the embedded digits, and the ImageNet-style presets."""
 
 from lit_vision.data.classification.digits import DigitsDataModule
+from lit_vision.data.classification.gpu_decode import DeviceDecodeImageFolderDataModule
 from lit_vision.data.classification.imagefolder import (
            ImageFolderDataModule,
            ImageFolderDataset,
@@ -10,5 +11,5 @@ from lit_vision.data.classification.transforms import (
            classification_train_transforms,
 )
 
-__all__ = ["DigitsDataModule", "ImageFolderDataModule", "ImageFolderDataset", "classification_eval_transforms",
-           "classification_train_transforms"]
+__all__ = ["DeviceDecodeImageFolderDataModule", "DigitsDataModule", "ImageFolderDataModule", "ImageFolderDataset",
+           "classification_eval_transforms", "classification_train_transforms"]

@@ -37,6 +37,10 @@ from lit_vision.data.classification.transforms import (
 Sample = tuple[str, int]
 
 
+def _identity(path: str) -> str:  # a module-level function: datasets are pickled into loader workers
+    return path
+
+
 def scan_class_tree(folder: Path, skip: bool = False) -> dict[str, list[Path]]:
     """Map each class sub-folder of ``folder`` to its sorted image files.
 
@@ -65,12 +69,15 @@ class ImageFolderDataset(Dataset):
     """``(path, label)`` pairs decoded with PIL to RGB; items are ``{"image", "label", "path"}`` dicts.
 
     Dict items keep batches self-describing, so callbacks (Mixup/CutMix) can replace ``label`` in
-    place and prediction writers can read ``path``.
+    place and prediction writers can read ``path``. ``load``: how a path becomes the transform's input;
+    ``None`` hands the transform the path itself (the ``fast_decode`` presets decode only the pixels they keep).
     """
 
-    def __init__(self, samples: Sequence[Sample], transform: Callable | None = None, cache: bool = False) -> None:
+    def __init__(self, samples: Sequence[Sample], transform: Callable | None = None, cache: bool = False,
+                 load: Callable[[str], Any] | None = load_rgb) -> None:
         self.samples = list(samples)
         self.transform = transform
+        self.load = load if load is not None else _identity
         self._cache: list[Image.Image] | None = [load_rgb(p) for p, _ in self.samples] if cache else None
 
     def __len__(self) -> int:
@@ -78,7 +85,7 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path, label = self.samples[index]
-        image = self._cache[index] if self._cache is not None else load_rgb(path)
+        image = self._cache[index] if self._cache is not None else self.load(path)
         if self.transform is not None:
             image = self.transform(image)
         return {"image": image, "label": label, "path": path}
@@ -107,6 +114,12 @@ class ImageFolderDataModule(SplitDataModule):
         on_bad: ``"error"`` raises on a non-image file in a class folder; ``"skip"`` skips such files with a
             warning and a count.
         cache_images: keep decoded images in memory (tiny datasets: removes decode cost per epoch).
+        fast_decode: the loaders hand the transforms paths, and JPEGs are decoded at 1/2, 1/4 or 1/8 scale when the
+            crop (training) or the resize (evaluation) still gets at least its output's pixels from that: same crops
+            for the same seed, same pixels up to resampling noise, about a quarter of the work per image on
+            2048x1536 photos (:mod:`lit_vision.data.classification.fast_decode`, docs/classification.md). Other
+            files, and crops that need every pixel, are decoded in full. ``False`` (or ``cache_images``, whose cache
+            holds decoded images): the plain tensor presets.
     """
 
     def __init__(
@@ -128,6 +141,7 @@ class ImageFolderDataModule(SplitDataModule):
         verify_images: bool | None = None,
         on_bad: OnBad = "error",
         cache_images: bool = False,
+        fast_decode: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(drop_last=drop_last, **kwargs)
@@ -219,17 +233,23 @@ class ImageFolderDataModule(SplitDataModule):
         info.extra["normalize"] = self.normalization  # what display_image undoes
         return info
 
+    @property
+    def _fast_decode(self) -> bool:
+        return self.hparams.fast_decode and not self.hparams.cache_images  # a cache holds decoded images
+
     def train_transform(self) -> Callable:
         hp = self.hparams
         mean, std = self.normalization
         return classification_train_transforms(
-            hp.image_size, mean, std, hp.scale_range, hp.hflip, hp.color_jitter, hp.crop_ratio
+            hp.image_size, mean, std, hp.scale_range, hp.hflip, hp.color_jitter, hp.crop_ratio,
+            fast_decode=self._fast_decode,
         )
 
     def eval_transform(self) -> Callable:
         hp = self.hparams
         mean, std = self.normalization
-        return classification_eval_transforms(hp.image_size, mean, std, hp.crop_pct)
+        return classification_eval_transforms(hp.image_size, mean, std, hp.crop_pct,
+                                              fast_decode=self._fast_decode)
 
     def _predict_samples(self) -> list[Sample]:
         paths = self.hparams.predict_paths
@@ -251,4 +271,6 @@ class ImageFolderDataModule(SplitDataModule):
         if should_verify(self.hparams.verify_images, len(paths)):
             verify_images(paths, f"the {split} split of {self.root or 'predict_paths'}")
         transform = self.train_transform() if split == "train" else self.eval_transform()
-        return ImageFolderDataset(samples, transform, cache=self.hparams.cache_images)
+        # The fast_decode presets take paths and decode them themselves.
+        load = None if self._fast_decode else load_rgb
+        return ImageFolderDataset(samples, transform, cache=self.hparams.cache_images, load=load)

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
@@ -47,10 +48,17 @@ def detection_item(
     else:
         tensor = F.to_image(image)
         target = target | {"scale": (1.0, 1.0), "pad": (0, 0, 0, 0)}
+    return finish_item(tensor, target, image_id, (h, w), path)
+
+
+def finish_item(
+    tensor: torch.Tensor, target: dict[str, Any], image_id: int, orig_size: tuple[int, int], path: str
+) -> dict[str, Any]:
+    """The item contract from a transformed image and target: float image in [0, 1], plain tensors, ids."""
     if tensor.dtype == torch.uint8:
         tensor = F.to_dtype(tensor, torch.float32, scale=True)
     target = {k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
-    target |= {"image_id": image_id, "orig_size": (h, w)}
+    target |= {"image_id": image_id, "orig_size": orig_size}
     return {"image": tensor.as_subclass(torch.Tensor), "target": target, "path": path}
 
 
@@ -76,12 +84,24 @@ class ImagePathsDataset(Dataset):
 
 
 class DetectionSource(Dataset):
-    """Base of the checked detection datasets: transform swapping and path listing, shared by COCO and VOC."""
+    """Base of the checked detection datasets: transform swapping and path listing, shared by COCO and VOC.
+
+    Subclasses provide :meth:`raw_item`; items are that image and target through ``transforms``
+    (:func:`detection_item`). Mosaic (:mod:`~lit_vision.data.detection.mosaic`) reads :meth:`raw_item` itself.
+    """
 
     transforms: Callable | None
 
     def __len__(self) -> int:
         raise NotImplementedError
+
+    def raw_item(self, index: int) -> tuple[Image.Image, dict[str, Any], int, str]:
+        """``(image, target, image_id, path)`` before any transform; target as tv_tensors in original pixels."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, target, image_id, path = self.raw_item(index)
+        return detection_item(image, target, self.transforms, image_id, path)
 
     def image_path(self, index: int) -> str:
         raise NotImplementedError
@@ -109,6 +129,15 @@ class DetectionDataModule(SplitDataModule):
         hflip, scale_range, letterbox: training augmentation (see :func:`detection_train_transforms`;
             ``scale_range`` multiplies ``image_size`` by ``U(lo, hi)``); evaluation resizes (or letterboxes)
             deterministically to ``image_size``.
+        mosaic: probability that a training sample is a 4-image mosaic (the Ultralytics YOLOv8 recipe's
+            augmentation, :mod:`~lit_vision.data.detection.mosaic`; YOLOv8: 1.0). A mosaic is an
+            ``image_size`` square with its own scale jitter, replacing the resize/letterbox and
+            ``scale_range`` of that sample; the other samples use the normal preset, which gives squares too
+            with ``letterbox: true`` (recommended with mosaic: one input shape for all samples).
+        close_mosaic: train the last ``close_mosaic`` epochs without mosaic (YOLOv8: 10), so the model ends on
+            undistorted images; needs the trainer's ``max_epochs``.
+        photometric: training colour jitter: ``"distort"`` (torchvision's ``RandomPhotometricDistort``), ``"yolo"``
+            (YOLOv8's brightness 0.4 / saturation 0.7 gains, ~4x cheaper on the CPU) or ``"none"``.
         on_bad: ``"error"`` raises on the first bad annotation or missing file; ``"skip"`` drops them with one
             warning giving counts per problem.
         verify_images: decode every image in ``setup``; ``None`` = only up to 20,000 files per split.
@@ -126,6 +155,9 @@ class DetectionDataModule(SplitDataModule):
         hflip: bool = True,
         scale_range: tuple[float, float] | None = (0.5, 1.5),
         letterbox: bool = False,
+        mosaic: float = 0.0,
+        close_mosaic: int = 0,
+        photometric: str = "distort",
         on_bad: OnBad = "error",
         verify_images: bool | None = None,
         predict_paths: str | list[str] | None = None,
@@ -133,6 +165,14 @@ class DetectionDataModule(SplitDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(batch_size=batch_size, **kwargs)
+        if not 0 <= mosaic <= 1:
+            raise ValueError(f"mosaic is the probability that a training sample is a mosaic: 0 <= mosaic <= 1, "
+                             f"got {mosaic} (YOLOv8 uses 1.0)")
+        if close_mosaic < 0:
+            raise ValueError(f"close_mosaic is a number of final epochs without mosaic: >= 0, got {close_mosaic} "
+                             "(YOLOv8 uses 10)")
+        if photometric not in ("distort", "yolo", "none"):
+            raise ValueError(f"photometric must be 'distort', 'yolo' or 'none', got {photometric!r}")
         # Collects the subclass's arguments too; class_names belong to the model (linked by the CLI), and
         # keeping them here as well would make Lightning's hparams merge fail when the data derives them.
         self.save_hyperparameters(ignore=["class_names"])
@@ -162,7 +202,7 @@ class DetectionDataModule(SplitDataModule):
     # ------------------------------------------------------------------ datasets
     def train_transform(self) -> Callable:
         hp = self.hparams
-        return detection_train_transforms(hp.image_size, hp.hflip, hp.scale_range, True, hp.letterbox)
+        return detection_train_transforms(hp.image_size, hp.hflip, hp.scale_range, hp.photometric, hp.letterbox)
 
     def eval_transform(self) -> Callable:
         return detection_eval_transforms(self.hparams.image_size, self.hparams.letterbox)
@@ -177,4 +217,33 @@ class DetectionDataModule(SplitDataModule):
         if should_verify(self.hparams.verify_images, len(source.image_paths)):
             verify_images(source.image_paths, f"the {split} split ({source.describe})")
             source.check_sizes()
-        return source.with_transforms(self.train_transform() if split == "train" else self.eval_transform())
+        if split != "train":
+            return source.with_transforms(self.eval_transform())
+        if self.hparams.mosaic > 0:
+            # Imported here: mosaic.py builds on this module's item contract (finish_item, DetectionSource).
+            from lit_vision.data.detection.mosaic import MosaicDataset
+
+            return MosaicDataset(source, self.train_transform(), self.hparams.mosaic)
+        return source.with_transforms(self.train_transform())
+
+    def mosaic_stop_epoch(self) -> int | None:
+        """The first epoch without mosaic, ``max_epochs - close_mosaic``; ``None``: no close-off (or no trainer)."""
+        hp = self.hparams
+        if hp.mosaic == 0 or hp.close_mosaic == 0 or self.trainer is None:
+            return None
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is None or max_epochs < 0:
+            raise ValueError(f"close_mosaic={hp.close_mosaic} turns mosaic off for the last {hp.close_mosaic} "
+                             f"epochs, which needs the trainer's max_epochs, but it is {max_epochs} (training "
+                             "bounded by max_steps or max_time?): set trainer.max_epochs, or close_mosaic: 0")
+        if hp.close_mosaic >= max_epochs:
+            rank_zero_warn(f"close_mosaic={hp.close_mosaic} >= max_epochs={max_epochs}: no epoch uses mosaic")
+        return max_epochs - hp.close_mosaic
+
+    def train_dataloader(self) -> DataLoader:
+        # The stop epoch reaches the workers with the dataset when they start; each sample key carries its
+        # epoch, so the switch itself happens per sample in the workers (see data/detection/mosaic.py).
+        dataset = self.datasets["train"]
+        if hasattr(dataset, "stop_epoch"):
+            dataset.stop_epoch = self.mosaic_stop_epoch()
+        return super().train_dataloader()

@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision import tv_tensors
 
 from lit_vision.data.checks import OnBad, load_rgb
 from lit_vision.data.detection.base import (
     DetectionDataModule,
     DetectionSource,
-    detection_item,
 )
 from lit_vision.data.readers.coco import (
     CocoInstances,
@@ -110,10 +110,10 @@ class CocoDetectionDataset(DetectionSource):
             target["masks"] = tv_tensors.Mask(stacked)
         return target
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def raw_item(self, index: int) -> tuple[Image.Image, dict[str, Any], int, str]:
         path, img = self.image_path(index), self.images[index]
         image = load_rgb(path, self.instances.annotated_size(img), self.instances.where(img))  # EXIF: as annotated
-        return detection_item(image, self.raw_target(index), self.transforms, img["id"], path)
+        return image, self.raw_target(index), img["id"], path
 
 
 class COCODetectionDataModule(DetectionDataModule):

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torchvision import tv_tensors
 
 from lit_vision.data.checks import (
@@ -60,7 +61,6 @@ from lit_vision.data.checks import (
 from lit_vision.data.detection.base import (
     DetectionDataModule,
     DetectionSource,
-    detection_item,
 )
 from lit_vision.data.readers.coco import BOX_TOLERANCE
 from lit_vision.data.readers.voc import (
@@ -230,10 +230,10 @@ class VOCDetectionDataset(DetectionSource):
             "labels": torch.tensor([o["label"] for o in objects], dtype=torch.int64),
         }
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def raw_item(self, index: int) -> tuple[Image.Image, dict[str, Any], int, str]:
         path, record = self.image_path(index), self.records[index]
         image = load_rgb(path, (record["width"], record["height"]), f"{record['xml']}:")  # EXIF: as annotated
-        return detection_item(image, self.raw_target(index), self.transforms, self.image_ids[index], path)
+        return image, self.raw_target(index), self.image_ids[index], path
 
 
 class VOCDetectionDataModule(DetectionDataModule):

@@ -6,7 +6,7 @@ alignment ``t = s^alpha * IoU^beta`` (``s`` = predicted score of the box's class
 the ground truth); the ``top_k`` candidates by ``t`` become positives. A point claimed by several boxes keeps
 the one it overlaps most. Classification targets are soft: per box, ``t`` is rescaled so that its largest
 value equals the largest IoU among that box's positives. Batched: ground truths are padded to the batch's
-largest count with a validity mask (:func:`pad_targets`).
+largest count with a validity mask (:func:`pad_targets`); no step loops over images or boxes in Python.
 """
 
 from __future__ import annotations
@@ -14,23 +14,44 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_iou
 
 
 def pad_targets(targets: list[dict[str, Tensor]], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """Stack per-image ``boxes``/``labels`` into ``[B, M, 4]`` / ``[B, M]`` plus a ``[B, M]`` validity mask."""
-    m = max((len(t["labels"]) for t in targets), default=0)
+    """Stack per-image ``boxes``/``labels`` into ``[B, M]``-padded ``[B, M, 4]`` / ``[B, M]`` plus a validity mask.
+
+    One concatenation and one indexed write for the whole batch (no per-image copies to the device): each box's
+    slot is its image and its rank within that image.
+    """
     b = len(targets)
+    counts = torch.tensor([len(t["labels"]) for t in targets], dtype=torch.long)
+    m = int(counts.max()) if b else 0
     boxes = torch.zeros(b, m, 4, device=device)
     labels = torch.zeros(b, m, dtype=torch.long, device=device)
     valid = torch.zeros(b, m, dtype=torch.bool, device=device)
-    for i, t in enumerate(targets):
-        n = len(t["labels"])
-        if n:
-            boxes[i, :n] = t["boxes"].to(device).float().reshape(-1, 4)
-            labels[i, :n] = t["labels"].to(device).long()
-            valid[i, :n] = True
+    total = int(counts.sum())
+    if total:
+        image = torch.repeat_interleave(torch.arange(b), counts)
+        rank = torch.arange(total) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+        image, rank = image.to(device), rank.to(device)
+        boxes[image, rank] = torch.cat([t["boxes"].reshape(-1, 4) for t in targets]).to(device).float()
+        labels[image, rank] = torch.cat([t["labels"].reshape(-1) for t in targets]).to(device).long()
+        valid[image, rank] = True
     return boxes, labels, valid
+
+
+def batched_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """IoU of every pair within each batch item: ``[B, M, 4]`` x ``[B, N, 4]`` (XYXY) -> ``[B, M, N]``.
+
+    ``torchvision.ops.box_iou`` takes one image's boxes; this is its batched form with the same arithmetic
+    (``inter / union``, no epsilon), so the whole batch is one kernel instead of a Python loop over images.
+    """
+    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
+    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
+    lt = torch.maximum(boxes1[:, :, None, :2], boxes2[:, None, :, :2])
+    rb = torch.minimum(boxes1[:, :, None, 2:], boxes2[:, None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area1[:, :, None] + area2[:, None, :] - inter)
 
 
 class TaskAlignedAssigner(nn.Module):
@@ -72,7 +93,7 @@ class TaskAlignedAssigner(nn.Module):
         inside = torch.stack([x - x0, y - y0, x1 - x, y1 - y], dim=-1).amin(-1) > self.eps  # [B, M, A]
         candidates = inside & gt_valid.unsqueeze(-1)
 
-        ious = torch.stack([box_iou(g, p) for g, p in zip(gt_boxes, pred_boxes)]).clamp(min=0)  # [B, M, A]
+        ious = batched_box_iou(gt_boxes, pred_boxes).clamp(min=0)  # [B, M, A]
         class_scores = scores.gather(2, gt_labels.unsqueeze(1).expand(b, a, m)).transpose(1, 2)  # [B, M, A]
         align = class_scores.pow(self.alpha) * ious.pow(self.beta) * candidates
 
@@ -98,4 +119,4 @@ class TaskAlignedAssigner(nn.Module):
         return labels, boxes, soft, foreground
 
 
-__all__ = ["TaskAlignedAssigner", "pad_targets"]
+__all__ = ["TaskAlignedAssigner", "batched_box_iou", "pad_targets"]

@@ -5,8 +5,8 @@ After the published YOLOv8 design, in our own code (no library provides one):
 * **Neck**: :class:`~lit_vision.necks.pan.PAN` over the backbone's stride-8/16/32 maps.
 * **Head**: :class:`~lit_vision.heads.detection.DecoupledHead` (box distributions + class logits per cell).
 * **Loss**: :class:`~lit_vision.heads.detection.YOLOLoss` (task-aligned assignment, BCE + CIoU + DFL).
-* **Post-processing**: sigmoid scores, a score threshold, the top ``pre_nms_top_n`` (point, class)
-  pairs, class-wise NMS (``torchvision.ops.batched_nms``), ``detections_per_img`` kept.
+* **Post-processing**: sigmoid scores, the top ``pre_nms_top_n`` (point, class) pairs above a score threshold,
+  class-wise NMS (``torchvision.ops.batched_nms``, one call for the whole batch), ``detections_per_img`` kept.
 
 :class:`YOLODetector` takes its parts built, as torchvision's detectors do; :class:`YOLO` (the
 architecture a task names) builds the defaults and lets a YAML inject any of them: ``neck``, ``head`` and
@@ -107,34 +107,44 @@ class YOLODetector(nn.Module):
     @torch.no_grad()
     def postprocess(self, scores: Tensor, boxes: Tensor, points: Tensor,
                     sizes: Sequence[tuple[int, int]]) -> list[dict[str, Tensor]]:
-        """Per image: threshold, top-k (point, class) pairs, class-wise NMS, clip to the image."""
-        out = []
-        k = scores.shape[-1]
-        for s, b, (h, w) in zip(scores, boxes, sizes):
-            inside = (points[:, 0] < w) & (points[:, 1] < h)  # cells over the padding see no image
-            s = s * inside.unsqueeze(-1)
-            flat = s.flatten()
-            keep = (flat > self.score_thresh).nonzero().squeeze(1)
-            if keep.numel() > self.pre_nms_top_n:
-                keep = keep[flat[keep].topk(self.pre_nms_top_n).indices]
-            point_idx, labels = keep // k, keep % k
-            cand = b[point_idx].clone()
-            cand[:, 0::2] = cand[:, 0::2].clamp(0, w)
-            cand[:, 1::2] = cand[:, 1::2].clamp(0, h)
-            cand_scores = flat[keep]
-            valid = (cand[:, 2] > cand[:, 0]) & (cand[:, 3] > cand[:, 1])
-            cand, cand_scores, labels = cand[valid], cand_scores[valid], labels[valid]
-            kept = batched_nms(cand, cand_scores, labels, self.nms_thresh)[: self.detections_per_img]
-            out.append({"boxes": cand[kept], "labels": labels[kept], "scores": cand_scores[kept]})
-        return out
+        """Top-k (point, class) pairs above the threshold, clipped to each image, class-wise NMS, best kept.
+
+        The whole batch at once: one ``topk``, one ``gather`` and one ``batched_nms`` whose groups are
+        (image, class) pairs, so NMS never compares boxes of different images; only the final split into
+        per-image dicts is a loop.
+        """
+        b, a, k = scores.shape
+        hw = torch.tensor(sizes, device=scores.device, dtype=boxes.dtype)  # [B, 2] (h, w)
+        # Cells over the padding see no image.
+        inside = (points[None, :, 0] < hw[:, 1:2]) & (points[None, :, 1] < hw[:, 0:1])  # [B, A]
+        flat = (scores * inside.unsqueeze(-1)).flatten(1)  # [B, A*K]
+        top_scores, top = flat.topk(min(self.pre_nms_top_n, flat.shape[1]), dim=1)
+        point_idx, labels = top // k, top % k
+        cand = boxes.gather(1, point_idx.unsqueeze(-1).expand(-1, -1, 4))  # [B, n, 4]
+        w, h = hw[:, 1].view(b, 1, 1), hw[:, 0].view(b, 1, 1)
+        cand = torch.cat([cand[..., 0::2].clamp(min=0).minimum(w), cand[..., 1::2].clamp(min=0).minimum(h)], -1)
+        cand = cand[..., [0, 2, 1, 3]]  # back to x0, y0, x1, y1
+        valid = (top_scores > self.score_thresh) & (cand[..., 2] > cand[..., 0]) & (cand[..., 3] > cand[..., 1])
+        image, slot = valid.nonzero(as_tuple=True)
+        cand, cand_scores, labels = cand[image, slot], top_scores[image, slot], labels[image, slot]
+        kept = batched_nms(cand, cand_scores, image * k + labels, self.nms_thresh)  # by decreasing score
+        kept = kept[torch.sort(image[kept], stable=True).indices]  # grouped by image, still by score within
+        counts = torch.bincount(image[kept], minlength=b)
+        rank = torch.arange(len(kept), device=kept.device) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+        kept = kept[rank < self.detections_per_img]
+        per_image = torch.bincount(image[kept], minlength=b).tolist()
+        return [{"boxes": bx, "labels": lb, "scores": sc} for bx, lb, sc in
+                zip(cand[kept].split(per_image), labels[kept].split(per_image), cand_scores[kept].split(per_image))]
 
 
 class YOLO(DetectorArchitecture):
     """The YOLO-style architecture: PAN neck, decoupled head, task-aligned DFL + CIoU loss (module docstring).
 
     Args:
-        neck_channels: PAN width per level (one int, or three fine to coarse; YOLOv8-s: 128, 256, 512).
-        neck_depth: bottlenecks per C2f block.
+        neck_channels: PAN width per level (one int, or three fine to coarse; YOLOv8-s: 128, 256, 512). ``None``:
+            the backbone's own YOLOv8 neck when it states one (``lv/csp_c2f_*``: n 64/128/256 ... so
+            ``backbone: lv/csp_c2f_n`` builds YOLOv8n), else 256.
+        neck_depth: bottlenecks per C2f block; ``None``: the backbone's YOLOv8 neck depth when it states one, else 1.
         reg_max: bins of each side's distance distribution.
         box_gain, cls_gain, dfl_gain: weights of the loss terms (YOLOv8: 7.5, 0.5, 1.5).
         assigner: which points learn which box (default the task-aligned assigner, YOLOv8's ``top_k=10``,
@@ -151,8 +161,8 @@ class YOLO(DetectorArchitecture):
 
     def __init__(
         self,
-        neck_channels: int | list[int] = 256,
-        neck_depth: int = 1,
+        neck_channels: int | list[int] | None = None,
+        neck_depth: int | None = None,
         reg_max: int = 16,
         box_gain: float = 7.5,
         cls_gain: float = 0.5,
@@ -171,7 +181,9 @@ class YOLO(DetectorArchitecture):
         self.neck, self.head, self.loss = neck, head, loss
 
     def build(self, backbone: Backbone, num_classes: int, image_size: int | None = None) -> YOLODetector:
-        neck = self.neck(backbone.channels) if self.neck else PAN(backbone.channels, self.neck_channels, self.neck_depth)
+        channels = self.neck_channels if self.neck_channels is not None else getattr(backbone, "neck_channels", 256)
+        depth = self.neck_depth if self.neck_depth is not None else getattr(backbone, "neck_depth", 1)
+        neck = self.neck(backbone.channels) if self.neck else PAN(backbone.channels, channels, depth)
         head = self.head(neck.out_channels, num_classes) if self.head else DecoupledHead(neck.out_channels, num_classes,
                                                                                         self.reg_max)
         if hasattr(head, "init_bias"):

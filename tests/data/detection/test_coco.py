@@ -15,9 +15,6 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from lit_vision.data.readers.coco import annotation_mask
-from lit_vision.geometry import boxes_to_original
-
 from lit_vision.data.checks import DataError
 from lit_vision.data.detection.coco import COCODetectionDataModule, CocoDetectionDataset
 from lit_vision.data.detection.transforms import (
@@ -26,6 +23,8 @@ from lit_vision.data.detection.transforms import (
     detection_eval_transforms,
     detection_train_transforms,
 )
+from lit_vision.data.readers.coco import annotation_mask
+from lit_vision.geometry import boxes_to_original
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "minicoco"
 IMAGES, TRAIN_JSON, VAL_JSON = FIXTURE / "images", FIXTURE / "train.json", FIXTURE / "val.json"
@@ -319,3 +318,20 @@ def test_letterbox_datamodule_gives_square_images() -> None:
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
     assert all(image.shape == (3, 128, 128) for image in batch["image"])
+
+
+def test_photometric_choices_build_the_named_jitter() -> None:
+    """``"yolo"`` is YOLOv8's value/saturation gains as a ColorJitter; ``"distort"`` torchvision's SSD distortion."""
+    from lit_vision.data.detection.transforms import detection_train_transforms
+
+    def ops(kind):
+        return [type(op) for op in detection_train_transforms(64, photometric=kind).ops.transforms]
+
+    assert v2.RandomPhotometricDistort in ops("distort") and v2.RandomPhotometricDistort in ops(True)
+    jitter = next(op for op in detection_train_transforms(64, photometric="yolo").ops.transforms
+                  if isinstance(op, v2.ColorJitter))
+    assert jitter.brightness == pytest.approx((0.6, 1.4)) and jitter.saturation == pytest.approx((0.3, 1.7))
+    assert jitter.hue is None
+    assert not {v2.ColorJitter, v2.RandomPhotometricDistort} & set(ops("none"))
+    with pytest.raises(ValueError, match="photometric"):
+        detection_train_transforms(64, photometric="hsv")

@@ -222,3 +222,24 @@ def test_candidates_outrank_outside_points_even_when_their_alignment_is_zero() -
                                                 torch.tensor([[[0.0, 0.0, 20.0, 20.0]]]), torch.tensor([[0]]),
                                                 torch.tensor([[True]]))
     assert fg[0].nonzero().flatten().tolist() == [12, 13]
+
+
+@pytest.mark.parametrize("top_n,per_img", [(1000, 100), (40, 7)])
+def test_batched_postprocess_equals_the_per_image_loop(top_n: int, per_img: int) -> None:
+    """One topk / NMS for the batch returns what the previous per-image loop returned (``reference_yolo.py``),
+    including the pre-NMS cap and the per-image cap, on images of different sizes in one padded batch."""
+    from tests.heads.detection import reference_yolo as ref
+
+    model = _yolo(score_thresh=0.3, nms_thresh=0.5, pre_nms_top_n=top_n, detections_per_img=per_img).eval()
+    points, strides = make_points([(12, 16), (6, 8), (3, 4)], [8, 16, 32], torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    scores = torch.rand(3, len(points), 3, generator=g)
+    boxes = decode_boxes(torch.randn(3, len(points), 4, 16, generator=g), points, strides)
+    sizes = [(96, 128), (70, 101), (96, 40)]
+    new = model.postprocess(scores, boxes, points, sizes)
+    old = ref.postprocess(scores, boxes, points, sizes, 0.3, 0.5, per_img, top_n)
+    assert all(len(o["scores"]) for o in old)
+    assert any(len(o["scores"]) == per_img for o in old) == (per_img == 7)  # the small cap is reached, 100 is not
+    for n, o in zip(new, old):
+        assert torch.equal(n["labels"], o["labels"]) and torch.equal(n["scores"], o["scores"])
+        assert torch.equal(n["boxes"], o["boxes"])
