@@ -18,12 +18,15 @@ Data: (a) ``real``: the 100 VOC photos of ``voc_sample`` (~500x375) and the 40 `
 for portrait ones) and saved as JPEG quality 90. Each set is an ImageFolder tree of 2 classes in ``--workdir``
 (hard links repeat the photos so that one epoch covers a measurement; files are read from the page cache).
 A measurement iterates one epoch for ``--batches`` batches; the first 2 (one per worker: start-up) are left out,
-img/s counts the rest. The pipelines run in a rotated order in every repeat; medians over repeats are reported.
+img/s counts the rest. The pipelines run in a rotated order in every repeat; reported: the median img/s and the
+median over repeats of each pipeline's ratio to classic within the repeat (a change of the machine's load between
+repeats cancels in it).
 
-Loader img/s depends on whatever else the machine runs; the second figure much less: a worker's CPU time per image
-(``time.process_time``, so time the process waits for a core is not counted), measured in this process on one thread
-(``dataset[i]`` for ``--items`` images, the pipelines interleaved, the fastest of ``--item-repeats`` passes after a
-warm-up pass). It is what bounds the loader when its workers have the cores.
+Loader img/s depends on whatever else the machine runs; the second figure less: a worker's CPU time per image
+(``time.process_time``: time spent waiting for a core is not counted, a busy sibling hyperthread still is),
+measured in this process on one thread (``dataset[i]`` for ``--items`` images, every image under the same seed in
+every pipeline, so classic and lit_vision cut the same crops; the pipelines interleaved; the fastest of
+``--item-repeats`` passes after a warm-up pass). It is what bounds the loader when its workers have the cores.
 """
 
 from __future__ import annotations
@@ -175,6 +178,32 @@ def per_image_ms(root: Path, count: int, repeats: int) -> dict[str, float]:
     return best
 
 
+def summarize(runs: dict[str, dict[str, list[float]]], costs: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Medians, and each pipeline's ratio to classic taken within every repeat (the pipelines of one repeat run
+    minutes apart at most, so a change in the machine's load between repeats cancels) and then its median."""
+    summary: dict[str, Any] = {}
+    for d, by_name in runs.items():
+        classic, classic_ms = by_name["classic"], costs[d]["classic"]
+        summary[d] = {name: {
+            "img_per_s": statistics.median(values), "runs": values,
+            "ratio_to_classic": statistics.median(v / c for v, c in zip(values, classic)),
+            "ratio_of_medians": statistics.median(values) / statistics.median(classic),
+            "ms_per_image": costs[d][name], "ms_ratio_classic_to_this": classic_ms / costs[d][name],
+        } for name, values in by_name.items()}
+    return summary
+
+
+def table(summary: dict[str, Any]) -> str:
+    lines = ["| data | pipeline | loader img/s, median (runs) | ratio to classic | CPU ms per image | classic / this |",
+             "|---|---|---|---|---|---|"]
+    for d, by_name in summary.items():
+        for name, row in by_name.items():
+            runs = ", ".join(f"{v:.0f}" for v in row["runs"])
+            lines.append(f"| {d} | {name} | {row['img_per_s']:.0f} ({runs}) | {row['ratio_to_classic']:.2f} | "
+                         f"{row['ms_per_image']:.1f} | {row['ms_ratio_classic_to_this']:.2f} |")
+    return "\n" + "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=SHARED)
@@ -201,18 +230,8 @@ def main() -> None:
     costs = {d: per_image_ms(trees[d], args.items, args.item_repeats) for d in args.datasets}
     load.append(os.getloadavg()[0])
 
-    summary = {}
-    print("\n| data | pipeline | loader img/s (median) | runs | ratio to classic | CPU ms per image (1 thread) | "
-          "classic / this |\n|---|---|---|---|---|---|---|")
-    for d in args.datasets:
-        classic, classic_ms = statistics.median(runs[d]["classic"]), costs[d]["classic"]
-        summary[d] = {}
-        for name in PIPELINES:
-            med, ms = statistics.median(runs[d][name]), costs[d][name]
-            summary[d][name] = {"img_per_s": med, "ratio_to_classic": med / classic, "runs": runs[d][name],
-                                "ms_per_image": ms, "ms_ratio_classic_to_this": classic_ms / ms}
-            print(f"| {d} | {name} | {med:.0f} | {', '.join(f'{v:.0f}' for v in runs[d][name])} | "
-                  f"{med / classic:.2f} | {ms:.2f} | {classic_ms / ms:.2f} |")
+    summary = summarize(runs, costs)
+    print(table(summary))
     wall = time.perf_counter() - begin
     print(f"\nwall {wall:.0f} s, 1-min load average at the start, after each repeat and after the per-image costs: "
           f"{load}")
@@ -224,7 +243,8 @@ def main() -> None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps({
             "torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__,
-            "pillow": Image.__version__, "libjpeg_turbo": features.version("jpg"), "cpu": platform.machine(),
+            "pillow": Image.__version__, "libjpeg_turbo": features.version("libjpeg_turbo"),
+            "libjpeg_api": features.version("jpg"), "cpu": platform.machine(),
             "cpu_count": os.cpu_count(), "batch": BATCH, "workers": WORKERS, "size": SIZE, "batches": args.batches,
             "warmup_batches": WARMUP, "repeats": args.repeats, "items": args.items, "item_repeats": args.item_repeats,
             "load_average": load, "wall_s": wall,

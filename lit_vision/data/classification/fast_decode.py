@@ -14,7 +14,7 @@ as :func:`~lit_vision.data.checks.load_rgb` decodes it, and cropped and resized 
 is applied as :func:`load_rgb` applies it (the box is mapped onto the stored image, the small result transposed).
 
 :class:`RandomResizedCropDecode` returns a PIL image, so the training preset's colour jitter runs on 8-bit PIL
-pixels as in torchvision's classic pipeline and timm's (3x cheaper than on a tensor);
+pixels as in torchvision's classic pipeline and timm's (~1.5x cheaper than on a tensor);
 :class:`ResizeCenterCropDecode` returns a uint8 tensor (nothing follows it but the normalisation).
 """
 
