@@ -6,7 +6,7 @@ After the published YOLOv8 design, in our own code (no library provides one):
 * **Head**: :class:`~lit_vision.heads.detection.DecoupledHead` (box distributions + class logits per cell).
 * **Loss**: :class:`~lit_vision.heads.detection.YOLOLoss` (task-aligned assignment, BCE + CIoU + DFL).
 * **Post-processing**: sigmoid scores, the top ``pre_nms_top_n`` (point, class) pairs above a score threshold,
-  class-wise NMS (``torchvision.ops.batched_nms``, one call for the whole batch), ``detections_per_img`` kept.
+  class-wise NMS (``torchvision.ops.nms`` over (image, class) groups, one call for the whole batch), ``detections_per_img`` kept.
 
 :class:`YOLODetector` takes its parts built, as torchvision's detectors do; :class:`YOLO` (the
 architecture a task names) builds the defaults and lets a YAML inject any of them: ``neck``, ``head`` and
@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import batched_nms
+from torchvision.ops import nms
 
 from lit_vision.backbones import Backbone, input_normalization
 from lit_vision.constants import IMAGENET_MEAN, IMAGENET_STD
@@ -109,9 +109,8 @@ class YOLODetector(nn.Module):
                     sizes: Sequence[tuple[int, int]]) -> list[dict[str, Tensor]]:
         """Top-k (point, class) pairs above the threshold, clipped to each image, class-wise NMS, best kept.
 
-        The whole batch at once: one ``topk``, one ``gather`` and one ``batched_nms`` whose groups are
-        (image, class) pairs, so NMS never compares boxes of different images; only the final split into
-        per-image dicts is a loop.
+        The whole batch at once: one ``topk``, one ``gather`` and one NMS whose groups are (image, class) pairs, so
+        NMS never compares boxes of different images; only the final split into per-image dicts is a loop.
         """
         b, a, k = scores.shape
         hw = torch.tensor(sizes, device=scores.device, dtype=boxes.dtype)  # [B, 2] (h, w)
@@ -119,6 +118,11 @@ class YOLODetector(nn.Module):
         inside = (points[None, :, 0] < hw[:, 1:2]) & (points[None, :, 1] < hw[:, 0:1])  # [B, A]
         flat = (scores * inside.unsqueeze(-1)).flatten(1)  # [B, A*K]
         top_scores, top = flat.topk(min(self.pre_nms_top_n, flat.shape[1]), dim=1)
+        # Candidates in (point, class) order, as a per-image scan gives them: NMS keeps the first of equal scores
+        # (a stable sort), so saturated scores of a barely trained model keep the same boxes as before, and as the
+        # exported model (lit_vision/export/wrappers.py) keeps.
+        top, order = top.sort(dim=1)
+        top_scores = top_scores.gather(1, order)
         point_idx, labels = top // k, top % k
         cand = boxes.gather(1, point_idx.unsqueeze(-1).expand(-1, -1, 4))  # [B, n, 4]
         w, h = hw[:, 1].view(b, 1, 1), hw[:, 0].view(b, 1, 1)
@@ -127,7 +131,11 @@ class YOLODetector(nn.Module):
         valid = (top_scores > self.score_thresh) & (cand[..., 2] > cand[..., 0]) & (cand[..., 3] > cand[..., 1])
         image, slot = valid.nonzero(as_tuple=True)
         cand, cand_scores, labels = cand[image, slot], top_scores[image, slot], labels[image, slot]
-        kept = batched_nms(cand, cand_scores, image * k + labels, self.nms_thresh)  # by decreasing score
+        # Class-wise NMS of every image in one call: each (image, class) group shifted apart (the offset trick of
+        # torchvision's batched_nms, used always: its per-group loop for many boxes re-sorts equal scores unstably).
+        groups = (image * k + labels).to(cand)
+        offsets = groups * (torch.cat([cand.flatten(), cand.new_zeros(1)]).max() + 1)
+        kept = nms(cand + offsets[:, None], cand_scores, self.nms_thresh)  # by decreasing score, ties in input order
         kept = kept[torch.sort(image[kept], stable=True).indices]  # grouped by image, still by score within
         counts = torch.bincount(image[kept], minlength=b)
         rank = torch.arange(len(kept), device=kept.device) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
