@@ -6,7 +6,8 @@ After the published YOLOv8 design, in our own code (no library provides one):
 * **Head**: :class:`~lit_vision.heads.detection.DecoupledHead` (box distributions + class logits per cell).
 * **Loss**: :class:`~lit_vision.heads.detection.YOLOLoss` (task-aligned assignment, BCE + CIoU + DFL).
 * **Post-processing**: sigmoid scores, the top ``pre_nms_top_n`` (point, class) pairs above a score threshold,
-  class-wise NMS (``torchvision.ops.nms`` over (image, class) groups, one call for the whole batch), ``detections_per_img`` kept.
+  class-wise NMS (``torchvision.ops.nms`` over (image, class) groups, one call for the whole batch),
+  ``detections_per_img`` kept.
 
 :class:`YOLODetector` takes its parts built, as torchvision's detectors do; :class:`YOLO` (the
 architecture a task names) builds the defaults and lets a YAML inject any of them: ``neck``, ``head`` and
