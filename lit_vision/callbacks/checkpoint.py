@@ -4,15 +4,19 @@ Lightning's ``ModelCheckpoint(save_last=True)`` only refreshes ``last.ckpt`` whe
 (with a monitored metric: when the metric improves), and its step, epoch and time triggers are mutually
 exclusive. :class:`LastCheckpoint` writes ``last.ckpt`` at every epoch end *and* every N optimizer steps
 and/or minutes; every checkpoint file of the run goes through :class:`AtomicCheckpointIO`, so a kill during a
-write leaves the previous file intact.
+write leaves the previous file intact, and the disk work after a write (``fsync``, freeing the replaced file)
+happens off the training thread.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, NamedTuple
+from weakref import proxy
 
 import lightning.pytorch as pl
 import torch
@@ -40,13 +44,44 @@ def remove_stale_temporaries(directory: str | Path) -> int:
     return removed
 
 
+class WrittenCheckpoint(NamedTuple):
+    """The latest file :class:`AtomicCheckpointIO` wrote: where, and the moment of training it holds."""
+
+    path: str
+    global_step: int | None
+    loops: dict[str, Any] | None  # the loops' progress counters: equal only for the same point of training
+    full: bool  # with optimizer states (not weights-only)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to a hidden temporary next to the target, ``fsync``, then ``os.replace``.
+    """``torch.save`` to a hidden temporary next to the target, then ``os.replace``; the disk work after it
+    (``fsync``, freeing the replaced file's blocks) on a background thread.
 
     Lightning's own writer serialises to memory and then writes the target in place, so a SIGKILL during the
     write truncates the very file a restart needs. A rename within a directory is atomic on POSIX filesystems:
-    readers see the old file or the new one. Remote (fsspec) paths keep Lightning's behaviour.
+    readers see the old file or the new one, and the new one is complete when ``save_checkpoint`` returns.
+
+    What is not on the training thread (measured for a ResNet-18 + AdamW checkpoint, 136 MB, on the CI machine:
+    write 0.13-0.28 s, ``fsync`` 0.22 s, replacing or deleting the previous file 0.11 s, twice per epoch with a
+    best and a last checkpoint, ~15 % of the quickstart's wall time):
+
+    * ``fsync`` of the written file and its directory (durability against a power loss, which a process kill
+      does not need: the page cache survives it). Done after the rename, so a machine crash in the window
+      before it can lose the newest file's data on filesystems without ext4's replace-by-rename ordering.
+    * freeing the old file's blocks: it is hard-linked to a hidden name before the rename, so the rename only
+      drops a name; the hidden name is deleted in the background (and by :func:`remove_stale_temporaries` if
+      the process dies first). :meth:`remove_checkpoint` renames to a hidden name the same way.
+
+    Background work runs in order on one thread; ``teardown`` (the end of ``fit``/``validate``/...) waits for
+    it. Remote (fsspec) paths keep Lightning's behaviour.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._worker: ThreadPoolExecutor | None = None
+        self.last_written: WrittenCheckpoint | None = None
+        self._pending: list[Future] = []
+        self._trash_count = 0
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None or not _is_local_file_protocol(path):
@@ -55,15 +90,95 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         target = Path(path)
         get_filesystem(str(target)).makedirs(str(target.parent), exist_ok=True)
         tmp = _temporary_name(target)
+        f = open(tmp, "wb")  # closed by the background work, after its fsync (the inode, whatever its name then)
         try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
+            torch.save(checkpoint, f)
+            f.flush()
+            old = self._set_aside(target)  # the previous file, if any, now also under a hidden name
             os.replace(tmp, target)
         except BaseException:
+            f.close()
             tmp.unlink(missing_ok=True)
             raise
+        self._submit(_sync_and_delete, f, target.parent, old)
+        # What LastCheckpoint needs to know that this file already holds the state it would write.
+        self.last_written = WrittenCheckpoint(str(target), checkpoint.get("global_step"), checkpoint.get("loops"),
+                                              "optimizer_states" in checkpoint)
+
+    def link_checkpoint(self, source: str | Path, path: str | Path) -> None:
+        """``path`` becomes a second name of the file ``source`` (a hard link, put in place by a rename)."""
+        target = Path(path)
+        tmp = _temporary_name(target)
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(source, tmp)
+        except OSError:  # no hard links on this filesystem
+            shutil.copyfile(source, tmp)
+        old = self._set_aside(target)
+        os.replace(tmp, target)
+        self._submit(_sync_and_delete, None, target.parent, old)
+
+    def remove_checkpoint(self, path: Any) -> None:
+        if not _is_local_file_protocol(path) or not Path(path).is_file():
+            super().remove_checkpoint(path)
+            return
+        hidden = self._trash_name(Path(path))
+        os.replace(path, hidden)  # gone under its name now; its blocks are freed in the background
+        self._submit(_sync_and_delete, None, None, hidden)
+
+    def teardown(self) -> None:
+        """Wait for the background work; raise the first error it met."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+        super().teardown()
+
+    def _set_aside(self, target: Path) -> Path | None:
+        if not target.is_file():
+            return None
+        hidden = self._trash_name(target)
+        try:
+            os.link(target, hidden)
+        except OSError:  # no hard links on this filesystem: the rename frees the old blocks itself
+            return None
+        return hidden
+
+    def _trash_name(self, target: Path) -> Path:
+        self._trash_count += 1
+        return target.with_name(f".{target.name}{_TMP_MARK}{os.getpid()}-old{self._trash_count}")
+
+    def _submit(self, fn: Any, *args: Any) -> None:
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lit_vision-checkpoint-io")
+        self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
+        self._pending.append(self._worker.submit(fn, *args))
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """``a == b`` for nested states; ``False`` where a comparison is not a plain bool (e.g. a loader state with
+    tensors: then the state is written again rather than risk linking a different one)."""
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
+
+
+def _sync_and_delete(written: BinaryIO | None, directory: Path | None, old: Path | None) -> None:
+    """Background part of a save: make the ``written`` file (still open) and its directory entry durable, close
+    it, then free ``old``'s blocks."""
+    if written is not None:
+        try:
+            os.fsync(written.fileno())
+        finally:
+            written.close()
+    if directory is not None and hasattr(os, "O_DIRECTORY"):  # the rename itself; Windows has no directory fsync
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    if old is not None:
+        old.unlink(missing_ok=True)
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -124,5 +239,33 @@ class LastCheckpoint(ModelCheckpoint):
         # then continues without a gap).
         for logger in trainer.loggers:
             logger.save()
-        super()._save_checkpoint(trainer, filepath)
+        source = self._same_state_file(trainer, filepath)
+        if source is None:
+            super()._save_checkpoint(trainer, filepath)
+        else:
+            # Another checkpoint callback (the best one) just wrote this very state: name it last.ckpt too
+            # instead of serialising it again (like Lightning's save_last="link", with a hard link, atomically).
+            if trainer.is_global_zero:
+                trainer.strategy.checkpoint_io.link_checkpoint(source, filepath)
+            trainer.strategy.barrier("LastCheckpoint.link")
+            self._last_global_step_saved = trainer.global_step
+            self._last_checkpoint_saved = filepath
+            if trainer.is_global_zero:
+                for logger in trainer.loggers:
+                    logger.after_save_checkpoint(proxy(self))
         self._last_write_time = time.monotonic()
+
+    @staticmethod
+    def _same_state_file(trainer: pl.Trainer, filepath: str) -> str | None:
+        """The file another callback wrote at this same point of training (same step and loop counters, with
+        optimizer states), which holds what this save would write; ``None`` if there is none. The same on
+        every rank: rank 0 decides and broadcasts (only rank 0 writes files)."""
+        io = trainer.strategy.checkpoint_io
+        source = None
+        if trainer.is_global_zero and isinstance(io, AtomicCheckpointIO) and io.last_written is not None:
+            written = io.last_written
+            if (written.full and written.global_step == trainer.global_step and written.path != filepath
+                    and _equal(written.loops, trainer._checkpoint_connector._get_loops_state_dict())
+                    and Path(written.path).is_file() and Path(written.path).parent == Path(filepath).parent):
+                source = written.path
+        return trainer.strategy.broadcast(source)

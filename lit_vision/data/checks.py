@@ -224,6 +224,25 @@ def verify_images(paths: Sequence[str | Path], what: str, num_threads: int = 4) 
         raise DataError(f"{len(problems)} unreadable image(s) in {what}:\n{listing}{more}")
 
 
+def load_all_rgb(paths: Sequence[str | Path], what: str, num_threads: int = 4) -> list[Image.Image]:
+    """:func:`load_rgb` every file in ``paths`` (an in-memory cache), raising :func:`verify_images`' error for
+    the bad ones: decoding them all is the verification, so a cached dataset reads its files once, not twice."""
+
+    def load(path: str | Path) -> Image.Image | None:
+        try:
+            return load_rgb(path)
+        except DataError:
+            return None
+
+    with ThreadPoolExecutor(max_workers=num_threads) as pool:
+        images = list(pool.map(load, paths))
+    bad = [p for p, im in zip(paths, images) if im is None]
+    if bad:
+        verify_images(bad, what, num_threads)  # names every bad file and its problem
+        raise DataError(f"{len(bad)} unreadable image(s) in {what}: " + ", ".join(map(str, bad[:20])))
+    return images  # type: ignore[return-value]
+
+
 def should_verify(verify: bool | None, count: int) -> bool:
     """``None`` means automatic: verify unless the split is larger than :data:`AUTO_VERIFY_LIMIT`."""
     if verify is None:

@@ -80,26 +80,12 @@ class TorchvisionDetectorExport(nn.Module):
         return out["boxes"], out["scores"], labels, torch.zeros_like(labels)
 
 
-def _clip(values: Tensor, high: int | Tensor) -> Tensor:
-    """``values`` clipped to ``[0, high]``; ``high`` is a tensor when traced (sizes are recorded as tensors)."""
-    values = values.clamp(min=0)
-    return torch.minimum(values, high.to(values)) if isinstance(high, Tensor) else values.clamp(max=high)
-
-
-def _positions(values: Tensor) -> Tensor:
-    """The index along the first dimension, shaped like ``values`` (an ``arange`` whose length every exporter
-    keeps as symbolic as ``values``' own)."""
-    return torch.ones_like(values, dtype=torch.long).cumsum(0) - 1
-
-
 class YOLOExport(nn.Module):
     """Our YOLO with batched post-processing: ``images [B, 3, H, W]`` in ``[0, 1]``, any B and size.
 
-    The same steps as :meth:`~lit_vision.models.detection.yolo.YOLODetector.postprocess` (points over the padding
-    masked, score threshold, top ``pre_nms_top_n`` (point, class) pairs per image, boxes clipped to the image,
-    class-wise NMS, ``detections_per_img`` kept per image), written so that nothing depends on B or on Python
-    loops over detections; the check compares the result with the module's own per-image output. Sizes are read
-    with ``images.shape``, which tracing records as tensors and ``torch.export`` as symbols, so they stay dynamic.
+    The module's own post-processing (:func:`~lit_vision.models.detection.yolo.select_detections`, one
+    implementation for both), with one image size for the batch. Sizes are read with ``images.shape``, which
+    tracing records as tensors and ``torch.export`` as symbols, so they stay dynamic.
     """
 
     def __init__(self, detector: YOLODetector) -> None:
@@ -107,10 +93,8 @@ class YOLOExport(nn.Module):
         self.detector = detector
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        from torchvision.models.detection._utils import _topk_min
-        from torchvision.ops import nms
-
         from lit_vision.heads.detection import decode_boxes
+        from lit_vision.models.detection.yolo import select_detections
 
         d = self.detector
         h, w = images.shape[-2], images.shape[-1]
@@ -118,34 +102,8 @@ class YOLOExport(nn.Module):
         x = F.pad((images - d.mean) / d.std, (0, (div - w % div) % div, 0, (div - h % div) % div))  # as batch_images
         cls_logits, box_logits, points, strides = d.raw_outputs(x)
         boxes = decode_boxes(box_logits.float(), points, strides)  # [B, A, 4]
-        inside = ((points[:, 0] < w) & (points[:, 1] < h)).to(boxes)
-        flat = (cls_logits.float().sigmoid() * inside[None, :, None]).flatten(1)  # [B, A * K]
-        k = cls_logits.shape[-1]
-        scores, index = flat.topk(_topk_min(flat, d.pre_nms_top_n, 1), dim=1)  # k <= A * K, also when traced
-        # NMS keeps the first of equal scores, so candidates go in the module's order: by position when at most
-        # pre_nms_top_n pass the threshold, by score (top-k) when more do.
-        by_position, order = index.sort(dim=1)
-        few = ((flat > d.score_thresh).sum(1, keepdim=True) <= d.pre_nms_top_n).expand_as(index)
-        index, scores = torch.where(few, by_position, index), torch.where(few, scores.gather(1, order), scores)
-        labels, point = index % k, index // k
-        cand = torch.gather(boxes, 1, point.unsqueeze(-1).expand(-1, -1, 4))
-        cand = torch.stack([_clip(cand[..., 0], w), _clip(cand[..., 1], h), _clip(cand[..., 2], w),
-                            _clip(cand[..., 3], h)], -1)
-        image = _positions(index)  # [B, k]: the image of each candidate
-        keep = ((scores > d.score_thresh) & (cand[..., 2] > cand[..., 0]) & (cand[..., 3] > cand[..., 1])).flatten()
-        keep = keep.nonzero().squeeze(1)
-        cand, scores = cand.reshape(-1, 4)[keep], scores.flatten()[keep]
-        labels, image = labels.flatten()[keep], image.flatten()[keep]
-        # Class-wise NMS per image in one call: each (image, class) group shifted apart (torchvision's batched_nms
-        # trick; its max() over no boxes is an error, hence the appended zero).
-        offsets = (image * k + labels).to(cand) * (torch.cat([cand.flatten(), cand.new_zeros(1)]).max() + 1)
-        kept = nms(cand + offsets[:, None], scores, d.nms_thresh)  # by decreasing score
-        # The best detections_per_img of each image: its rank = how many kept ones of the same image come first.
-        onehot = (image[kept][:, None] == _positions(flat[:, 0])[None, :]).long()  # [N, B]
-        rank = ((onehot.cumsum(0) - 1) * onehot).sum(1)
-        kept = kept[rank < d.detections_per_img]
-        kept = kept[(image[kept].to(scores) * 2 - scores[kept]).argsort()]  # by image, then by decreasing score
-        return cand[kept], scores[kept], labels[kept], image[kept]
+        return select_detections(cls_logits.float().sigmoid(), boxes, points, h, w, d.pre_nms_top_n,
+                                 d.score_thresh, d.nms_thresh, d.detections_per_img)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The digits quickstart's DataModule: an ImageFolder over the embedded scikit-learn digits."""
+"""The digits quickstart's DataModule: an ImageFolder over the embedded UCI digits (scikit-learn's ``load_digits`` data)."""
 
 from __future__ import annotations
 

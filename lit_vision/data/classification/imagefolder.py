@@ -24,6 +24,7 @@ from lit_vision.data.checks import (
     DataError,
     OnBad,
     list_image_files,
+    load_all_rgb,
     load_rgb,
     resolve_image_paths,
     should_verify,
@@ -73,12 +74,17 @@ class ImageFolderDataset(Dataset):
     ``None`` hands the transform the path itself (the ``fast_decode`` presets decode only the pixels they keep).
     """
 
-    def __init__(self, samples: Sequence[Sample], transform: Callable | None = None, cache: bool = False,
-                 load: Callable[[str], Any] | None = load_rgb) -> None:
+    def __init__(self, samples: Sequence[Sample], transform: Callable | None = None,
+                 cache: bool | list[Image.Image] = False, load: Callable[[str], Any] | None = load_rgb) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.load = load if load is not None else _identity
-        self._cache: list[Image.Image] | None = [load_rgb(p) for p, _ in self.samples] if cache else None
+        if isinstance(cache, list):  # decoded already (by build_dataset, which verified them doing so)
+            if len(cache) != len(self.samples):
+                raise ValueError(f"{len(cache)} cached images for {len(self.samples)} samples")
+            self._cache: list[Image.Image] | None = cache
+        else:
+            self._cache = [load_rgb(p) for p, _ in self.samples] if cache else None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -113,7 +119,8 @@ class ImageFolderDataModule(SplitDataModule):
         verify_images: decode every image in ``setup``; ``None`` = only up to 20,000 files per split.
         on_bad: ``"error"`` raises on a non-image file in a class folder; ``"skip"`` skips such files with a
             warning and a count.
-        cache_images: keep decoded images in memory (tiny datasets: removes decode cost per epoch).
+        cache_images: keep decoded images in memory (tiny datasets: removes decode cost per epoch); decoding
+            them in ``setup`` verifies them too, whatever ``verify_images`` says.
         fast_decode: the loaders hand the transforms paths, and JPEGs are decoded at 1/2, 1/4 or 1/8 scale when the
             crop (training) or the resize (evaluation) still gets at least its output's pixels from that: same crops
             for the same seed, same pixels up to resampling noise, about a quarter of the work per image on
@@ -268,9 +275,12 @@ class ImageFolderDataModule(SplitDataModule):
         else:
             samples = self.split[split]
         paths = [p for p, _ in samples]
-        if should_verify(self.hparams.verify_images, len(paths)):
-            verify_images(paths, f"the {split} split of {self.root or 'predict_paths'}")
+        what = f"the {split} split of {self.root or 'predict_paths'}"
         transform = self.train_transform() if split == "train" else self.eval_transform()
         # The fast_decode presets take paths and decode them themselves.
         load = None if self._fast_decode else load_rgb
-        return ImageFolderDataset(samples, transform, cache=self.hparams.cache_images, load=load)
+        if self.hparams.cache_images:  # decoding every file into the cache verifies it too: one pass, not two
+            return ImageFolderDataset(samples, transform, cache=load_all_rgb(paths, what), load=load)
+        if should_verify(self.hparams.verify_images, len(paths)):
+            verify_images(paths, what)
+        return ImageFolderDataset(samples, transform, load=load)

@@ -108,42 +108,76 @@ class YOLODetector(nn.Module):
     @torch.no_grad()
     def postprocess(self, scores: Tensor, boxes: Tensor, points: Tensor,
                     sizes: Sequence[tuple[int, int]]) -> list[dict[str, Tensor]]:
-        """Top-k (point, class) pairs above the threshold, clipped to each image, class-wise NMS, best kept.
-
-        The whole batch at once: one ``topk``, one ``gather`` and one NMS whose groups are (image, class) pairs, so
-        NMS never compares boxes of different images; only the final split into per-image dicts is a loop.
-        """
-        b, a, k = scores.shape
+        """:func:`select_detections` for the batch, split into one dict per image."""
         hw = torch.tensor(sizes, device=scores.device, dtype=boxes.dtype)  # [B, 2] (h, w)
-        # Cells over the padding see no image.
-        inside = (points[None, :, 0] < hw[:, 1:2]) & (points[None, :, 1] < hw[:, 0:1])  # [B, A]
-        flat = (scores * inside.unsqueeze(-1)).flatten(1)  # [B, A*K]
-        top_scores, top = flat.topk(min(self.pre_nms_top_n, flat.shape[1]), dim=1)
-        # Candidates in (point, class) order, as a per-image scan gives them: NMS keeps the first of equal scores
-        # (a stable sort), so saturated scores of a barely trained model keep the same boxes as before, and as the
-        # exported model (lit_vision/export/wrappers.py) keeps.
-        top, order = top.sort(dim=1)
-        top_scores = top_scores.gather(1, order)
-        point_idx, labels = top // k, top % k
-        cand = boxes.gather(1, point_idx.unsqueeze(-1).expand(-1, -1, 4))  # [B, n, 4]
-        w, h = hw[:, 1].view(b, 1, 1), hw[:, 0].view(b, 1, 1)
-        cand = torch.cat([cand[..., 0::2].clamp(min=0).minimum(w), cand[..., 1::2].clamp(min=0).minimum(h)], -1)
-        cand = cand[..., [0, 2, 1, 3]]  # back to x0, y0, x1, y1
-        valid = (top_scores > self.score_thresh) & (cand[..., 2] > cand[..., 0]) & (cand[..., 3] > cand[..., 1])
-        image, slot = valid.nonzero(as_tuple=True)
-        cand, cand_scores, labels = cand[image, slot], top_scores[image, slot], labels[image, slot]
-        # Class-wise NMS of every image in one call: each (image, class) group shifted apart (the offset trick of
-        # torchvision's batched_nms, used always: its per-group loop for many boxes re-sorts equal scores unstably).
-        groups = (image * k + labels).to(cand)
-        offsets = groups * (torch.cat([cand.flatten(), cand.new_zeros(1)]).max() + 1)
-        kept = nms(cand + offsets[:, None], cand_scores, self.nms_thresh)  # by decreasing score, ties in input order
-        kept = kept[torch.sort(image[kept], stable=True).indices]  # grouped by image, still by score within
-        counts = torch.bincount(image[kept], minlength=b)
-        rank = torch.arange(len(kept), device=kept.device) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
-        kept = kept[rank < self.detections_per_img]
-        per_image = torch.bincount(image[kept], minlength=b).tolist()
+        det_boxes, det_scores, labels, image = select_detections(
+            scores, boxes, points, hw[:, 0], hw[:, 1], self.pre_nms_top_n, self.score_thresh, self.nms_thresh,
+            self.detections_per_img)
+        per_image = torch.bincount(image, minlength=scores.shape[0]).tolist()
         return [{"boxes": bx, "labels": lb, "scores": sc} for bx, lb, sc in
-                zip(cand[kept].split(per_image), labels[kept].split(per_image), cand_scores[kept].split(per_image))]
+                zip(det_boxes.split(per_image), labels.split(per_image), det_scores.split(per_image))]
+
+
+def positions(values: Tensor) -> Tensor:
+    """The index along the first dimension, shaped like ``values`` (an ``arange`` whose length every exporter
+    keeps as symbolic as ``values``' own)."""
+    return torch.ones_like(values, dtype=torch.long).cumsum(0) - 1
+
+
+def clip(values: Tensor, high: int | Tensor) -> Tensor:
+    """``values`` clipped to ``[0, high]``; ``high`` a number or a tensor (per image; or a size being traced)."""
+    values = values.clamp(min=0)
+    return torch.minimum(values, high.to(values)) if isinstance(high, Tensor) else values.clamp(max=high)
+
+
+def select_detections(scores: Tensor, boxes: Tensor, points: Tensor, height: int | Tensor, width: int | Tensor,
+                      pre_nms_top_n: int, score_thresh: float, nms_thresh: float,
+                      detections_per_img: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """YOLO's post-processing for a batch: ``(boxes [N, 4], scores [N], labels [N], image [N])``, grouped by image,
+    by decreasing score within each.
+
+    ``scores [B, A, K]`` (probabilities), ``boxes [B, A, 4]`` (decoded, in the padded batch), ``points [A, 2]``;
+    ``height``/``width``: each image's size (``[B]`` tensors), or one size for all (a number, or a size being
+    traced). Cells over the padding are masked; the top ``pre_nms_top_n`` (point, class) pairs per image, taken
+    in (point, class) order, as a scan of the cells gives them: NMS keeps the first of equal scores, so saturated
+    scores of a barely trained model keep the same boxes whatever the batch; boxes clipped to their image; score
+    threshold; class-wise NMS of the whole batch in one call; the best ``detections_per_img`` of each image.
+
+    The one implementation behind :meth:`YOLODetector.postprocess` and the exported model
+    (:class:`~lit_vision.export.wrappers.YOLOExport`), so it is written to trace: no Python loops over images or
+    detections, no ``.item()``, shapes from the tensors (``_topk_min``: ``min`` of a size that stays symbolic).
+    """
+    from torchvision.models.detection._utils import _topk_min
+
+    k = scores.shape[-1]
+    per_image = isinstance(height, Tensor) and height.ndim == 1
+    h, w = (height[:, None], width[:, None]) if per_image else (height, width)
+    inside = (points[None, :, 0] < w) & (points[None, :, 1] < h)  # [B or 1, A]
+    flat = (scores * inside.unsqueeze(-1).to(scores)).flatten(1)  # [B, A*K]
+    top_scores, index = flat.topk(_topk_min(flat, pre_nms_top_n, 1), dim=1)
+    index, order = index.sort(dim=1)  # (point, class) order
+    top_scores = top_scores.gather(1, order)
+    labels, point = index % k, index // k
+    cand = boxes.gather(1, point.unsqueeze(-1).expand(-1, -1, 4))  # [B, n, 4]
+    cand = torch.stack([clip(cand[..., 0], w), clip(cand[..., 1], h), clip(cand[..., 2], w), clip(cand[..., 3], h)],
+                       -1)
+    image = positions(index)  # [B, n]: the image of each candidate
+    keep = ((top_scores > score_thresh) & (cand[..., 2] > cand[..., 0]) & (cand[..., 3] > cand[..., 1])).flatten()
+    keep = keep.nonzero().squeeze(1)
+    cand, top_scores = cand.reshape(-1, 4)[keep], top_scores.flatten()[keep]
+    labels, image = labels.flatten()[keep], image.flatten()[keep]
+    # Class-wise NMS of every image in one call: each (image, class) group shifted apart (the offset trick of
+    # torchvision's batched_nms, used always: its per-group loop for many boxes re-sorts equal scores unstably;
+    # its max() over no boxes is an error, hence the appended zero).
+    offsets = (image * k + labels).to(cand) * (torch.cat([cand.flatten(), cand.new_zeros(1)]).max() + 1)
+    kept = nms(cand + offsets[:, None], top_scores, nms_thresh)  # by decreasing score, ties in input order
+    # Grouped by image, NMS's order within each: the keys (image, place in kept) are unique, so any sort agrees.
+    kept = kept[(image[kept] * kept.shape[0] + positions(kept)).argsort()]
+    # The best detections_per_img of each image: its rank = how many kept ones of the same image come first.
+    onehot = (image[kept][:, None] == positions(flat[:, 0])[None, :]).long()  # [N, B]
+    rank = ((onehot.cumsum(0) - 1) * onehot).sum(1)
+    kept = kept[rank < detections_per_img]
+    return cand[kept], top_scores[kept], labels[kept], image[kept]
 
 
 class YOLO(DetectorArchitecture):

@@ -72,8 +72,9 @@ def test_non_image_file_is_an_error_or_a_counted_skip(tmp_path: Path) -> None:
     assert len(data.split["train"]) == 6
 
 
+@pytest.mark.parametrize("cache_images", [False, True])  # a cache decodes every file once: that pass verifies too
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
-def test_unreadable_image_is_found_in_setup_before_training(tmp_path: Path, damage: str) -> None:
+def test_unreadable_image_is_found_in_setup_before_training(tmp_path: Path, damage: str, cache_images: bool) -> None:
     make_tree(tmp_path, {"train": 3, "val": 1})
     victim = tmp_path / "train" / "dog" / "001.png"
     if damage == "truncated":
@@ -81,7 +82,7 @@ def test_unreadable_image_is_found_in_setup_before_training(tmp_path: Path, dama
         victim.write_bytes(victim.read_bytes()[:200])
     else:
         victim.write_bytes(b"this is not a png")
-    data = dm(tmp_path)
+    data = dm(tmp_path, cache_images=cache_images)
     with pytest.raises(DataError, match=r"(?s)1 unreadable image.*train/dog/001.png"):
         data.setup("fit")
 
