@@ -72,19 +72,16 @@ class ImageFolderDataset(Dataset):
     Dict items keep batches self-describing, so callbacks (Mixup/CutMix) can replace ``label`` in
     place and prediction writers can read ``path``. ``load``: how a path becomes the transform's input;
     ``None`` hands the transform the path itself (the ``fast_decode`` presets decode only the pixels they keep).
+    ``cache``: decode every image once, here, and keep it in memory; that decode verifies the files too (one
+    :class:`DataError` listing the bad ones, ``what`` naming the set).
     """
 
-    def __init__(self, samples: Sequence[Sample], transform: Callable | None = None,
-                 cache: bool | list[Image.Image] = False, load: Callable[[str], Any] | None = load_rgb) -> None:
+    def __init__(self, samples: Sequence[Sample], transform: Callable | None = None, cache: bool = False,
+                 load: Callable[[str], Any] | None = load_rgb, what: str = "the dataset") -> None:
         self.samples = list(samples)
         self.transform = transform
         self.load = load if load is not None else _identity
-        if isinstance(cache, list):  # decoded already (by build_dataset, which verified them doing so)
-            if len(cache) != len(self.samples):
-                raise ValueError(f"{len(cache)} cached images for {len(self.samples)} samples")
-            self._cache: list[Image.Image] | None = cache
-        else:
-            self._cache = [load_rgb(p) for p, _ in self.samples] if cache else None
+        self._cache: list[Image.Image] | None = load_all_rgb([p for p, _ in self.samples], what) if cache else None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -279,8 +276,7 @@ class ImageFolderDataModule(SplitDataModule):
         transform = self.train_transform() if split == "train" else self.eval_transform()
         # The fast_decode presets take paths and decode them themselves.
         load = None if self._fast_decode else load_rgb
-        if self.hparams.cache_images:  # decoding every file into the cache verifies it too: one pass, not two
-            return ImageFolderDataset(samples, transform, cache=load_all_rgb(paths, what), load=load)
-        if should_verify(self.hparams.verify_images, len(paths)):
+        # A cache decodes every file into memory, which verifies it too: one pass over the files, not two.
+        if not self.hparams.cache_images and should_verify(self.hparams.verify_images, len(paths)):
             verify_images(paths, what)
-        return ImageFolderDataset(samples, transform, load=load)
+        return ImageFolderDataset(samples, transform, cache=self.hparams.cache_images, load=load, what=what)
