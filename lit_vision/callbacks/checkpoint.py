@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -23,8 +26,9 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol, get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "remove_stale_temporaries"]
+__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "Requeued", "remove_stale_temporaries"]
 
 _TMP_MARK = ".tmp-"
 
@@ -126,11 +130,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(path, hidden)  # gone under its name now; its blocks are freed in the background
         self._submit(_sync_and_delete, None, None, hidden)
 
-    def teardown(self) -> None:
-        """Wait for the background work; raise the first error it met."""
+    def wait(self) -> None:
+        """Wait for the background work (the written files are durable then); raise the first error it met."""
         pending, self._pending = self._pending, []
         for future in pending:
             future.result()
+
+    def teardown(self) -> None:
+        """Wait for the background work; raise the first error it met."""
+        self.wait()
         super().teardown()
 
     def _set_aside(self, target: Path) -> Path | None:
@@ -181,6 +189,21 @@ def _sync_and_delete(written: BinaryIO | None, directory: Path | None, old: Path
         old.unlink(missing_ok=True)
 
 
+class Requeued(SystemExit):
+    """Raised on every rank once ``last.ckpt`` holds the state after a requeue signal (and the job was requeued).
+
+    A ``SystemExit`` with code 0: the process ends cleanly (Lightning tears down first), and ``lit-vision fit``
+    exits 0 with the message; the requeued job resumes with ``--ckpt_path last``.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class LastCheckpoint(ModelCheckpoint):
     """Keep ``<dirpath>/last.ckpt`` = the latest training state (weights, optimizer, loops, loader, RNG).
 
@@ -208,6 +231,28 @@ class LastCheckpoint(ModelCheckpoint):
         self.every_n_train_steps_last = int(every_n_train_steps)
         self.every_n_minutes = float(every_n_minutes)
         self._last_write_time = time.monotonic()
+        self._requeue_signal: int | None = None
+        self._requeue_command: list[str] | None = None
+        self._check_every: int | None = None
+        self._signalled = False  # set by the signal handler (this process only)
+        self._stop_now = False  # every rank agreed: write, requeue, stop
+        self._requeue_pending: str | None = None  # last.ckpt written after the signal: requeue at the next batch
+        self._previous_handler: Any = None
+
+    def requeue_on(self, signum: int, command: list[str] | None = None, check_every_n_steps: int | None = None) -> None:
+        """On signal ``signum`` (SLURM's ``--signal=SIGUSR1@90`` warning before the time limit): write ``last.ckpt``
+        at the next optimizer step that every rank agrees on (or at the epoch end when the signal comes during
+        validation), then, before the next batch, run ``command`` on rank 0 (``scontrol requeue <job>``) and stop
+        every rank (:class:`Requeued`). A run that ends first (that was its last step) is not requeued.
+
+        The signal handler only sets a flag: the state is written between two steps, exactly as a step checkpoint,
+        so the requeued job resumes bit for bit (``--ckpt_path last``). One process checks the flag every step;
+        under DDP the ranks agree (one all-reduce) every ``check_every_n_steps`` steps (default: the logging
+        interval, ``log_every_n_steps``) and at every write of ``last.ckpt``.
+        """
+        self._requeue_signal = int(signum)
+        self._requeue_command = list(command) if command else None
+        self._check_every = check_every_n_steps
 
     @property
     def state_key(self) -> str:
@@ -220,6 +265,55 @@ class LastCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero and self.dirpath is not None and _is_local_file_protocol(self.dirpath):
             remove_stale_temporaries(self.dirpath)
         self._last_write_time = time.monotonic()
+        self._signalled = self._stop_now = False
+        self._requeue_pending = None
+        if self._requeue_signal is not None and stage == "fit" and threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(self._requeue_signal, self._on_signal)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._previous_handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(self._requeue_signal, self._previous_handler)
+            self._previous_handler = None
+        super().teardown(trainer, pl_module, stage)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signalled = True  # acted on between two steps (on_train_batch_end / the next last.ckpt write)
+        if callable(self._previous_handler):
+            self._previous_handler(signum, frame)
+
+    def _agree_to_stop(self, trainer: pl.Trainer) -> bool:
+        """Whether any rank got the requeue signal (a collective under DDP: every rank calls it at the same point)."""
+        if not self._stop_now:
+            self._stop_now = bool(trainer.strategy.reduce_boolean_decision(self._signalled, all=False))
+        return self._stop_now
+
+    def _requeue_check_due(self, trainer: pl.Trainer) -> bool:
+        if self._requeue_signal is None:
+            return False
+        if trainer.world_size == 1:
+            return True
+        return trainer.global_step % max(1, self._check_every or trainer.log_every_n_steps) == 0
+
+    def _requeue_and_stop(self, trainer: pl.Trainer, filepath: str) -> None:
+        io = trainer.strategy.checkpoint_io
+        if trainer.is_global_zero and isinstance(io, AtomicCheckpointIO):
+            io.wait()  # the file is durable before the job is given back
+        trainer.strategy.barrier("LastCheckpoint.requeue")
+        name = signal.Signals(self._requeue_signal).name
+        action = "stopping (no requeue command)"
+        if self._requeue_command:
+            action = f"requeued with `{' '.join(self._requeue_command)}`"
+            if trainer.is_global_zero:
+                try:
+                    code = subprocess.call(self._requeue_command)
+                except OSError as err:
+                    code = f"{type(err).__name__}: {err}"
+                if code != 0:
+                    action = f"`{' '.join(self._requeue_command)}` failed ({code}): resubmit the job with --ckpt_path last"
+                    rank_zero_warn(action)
+        message = f"{name} received: stopped at step {trainer.global_step}, {filepath} written; {action}"
+        rank_zero_info(message)
+        raise Requeued(message)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -231,6 +325,8 @@ class LastCheckpoint(ModelCheckpoint):
             # read (and broadcast, one collective under DDP) only at the logging interval, not every step.
             timed = time.monotonic() - self._last_write_time >= 60 * self.every_n_minutes
             due = trainer.strategy.broadcast(timed)
+        if not due and self._requeue_check_due(trainer):
+            due = self._agree_to_stop(trainer)
         if due:
             self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
@@ -254,6 +350,16 @@ class LastCheckpoint(ModelCheckpoint):
                 for logger in trainer.loggers:
                     logger.after_save_checkpoint(proxy(self))
         self._last_write_time = time.monotonic()
+        if self._requeue_signal is not None and self._agree_to_stop(trainer):
+            # Stop at the start of the next batch, not here: Lightning logs this step's metrics after the
+            # callbacks' on_train_batch_end, and they belong to the run (the resumed one starts a step later).
+            # When training ends instead (the last step), there is nothing to requeue.
+            self._requeue_pending = filepath
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self._requeue_pending is not None:
+            self._requeue_and_stop(trainer, self._requeue_pending)
 
     @staticmethod
     def _same_state_file(trainer: pl.Trainer, filepath: str) -> str | None:

@@ -29,6 +29,7 @@ OTHER_SUBCOMMANDS: dict[str, str] = {
     "browse-data": "draw augmented training samples and dataset statistics (PNG + text) before training",
     "plot": "draw training/validation curves of runs (metrics.csv) to a PNG",
     "export": "export a checkpoint to ONNX, TorchScript or a torch.export program, checked against the model",
+    "optimize-data": "write an ImageFolder, COCO or VOC set into LitData shards for the streaming DataModules",
 }
 DEBUG_ENV = "LIT_VISION_DEBUG"
 
@@ -58,7 +59,8 @@ examples:
     lit-vision eval-coco --gt instances_val.json --results results.json
     lit-vision browse-data --config experiments/detection/quickstart.yaml --num_images 25
     lit-vision plot runs/quickstart --metrics val/acc1 train/loss_step -o curves.png
-    lit-vision export --ckpt_path best.ckpt --format onnx"""
+    lit-vision export --ckpt_path best.ckpt --format onnx
+    lit-vision optimize-data --format voc --root VOCdevkit/VOC2012 --output shards/voc"""
 
 
 def debug_requested(argv: list[str]) -> bool:
@@ -105,6 +107,10 @@ def main(argv: list[str] | None = None) -> None:
         from lit_vision.cli.export import export
 
         sys.exit(export(argv[1:], debug=debug))
+    if command == "optimize-data":
+        from lit_vision.cli.optimize_data import optimize_data_command
+
+        sys.exit(optimize_data_command(argv[1:], debug=debug))
     if command not in LIGHTNING_SUBCOMMANDS:
         known = [*LIGHTNING_SUBCOMMANDS, *OTHER_SUBCOMMANDS]
         close = difflib.get_close_matches(command, known, n=1)

@@ -12,17 +12,23 @@
   W&B logger gets the full resolved config and the run info in its config (:mod:`lit_vision.cli.run_info`).
 * Errors before training (bad argument, unknown option, missing data, data check) print one short
   message and the usage line; ``--debug`` shows the traceback.
+* Multi-node (docs/multi_node.md): a torchrun launch that disagrees with ``trainer.num_nodes``/``devices`` is one
+  message before any work; under SLURM the requeue signal writes ``last.ckpt`` at a step boundary and requeues
+  (instead of Lightning's mid-step ``hpc_ckpt``); ranks that would resume from different checkpoints stop at setup.
 * A non-finite loss or gradient during training (:class:`~lit_vision.callbacks.NonFiniteGuard`) is one
   message too, with exit code 3 (``docs/nonfinite.md``).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -38,10 +44,16 @@ from lit_vision.callbacks.nonfinite import NonFiniteLossError
 from lit_vision.callbacks.pictures import ValidationPictures
 from lit_vision.callbacks.prediction_writer import JsonlPredictionWriter
 from lit_vision.cli.errors import CLIError, condense_parser_error, short_exception
-from lit_vision.cli.resume import continue_csv_logs, find_resume_target, point_logger_at
+from lit_vision.cli.resume import (
+    SameResumePointOnEveryRank,
+    continue_csv_logs,
+    find_resume_target,
+    point_logger_at,
+)
 from lit_vision.cli.run_info import RunConfigCallback
 from lit_vision.data.base import SplitDataModule
 from lit_vision.data.checks import DataError
+from lit_vision.distributed import launch_mismatch
 from lit_vision.introspection import import_dotted
 
 
@@ -106,6 +118,10 @@ class LitVisionCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        trainer_cfg = cfg.get("trainer")
+        if trainer_cfg is not None and (mismatch := launch_mismatch(trainer_cfg.get("num_nodes"),
+                                                                    trainer_cfg.get("devices"))):
+            raise CLIError(mismatch)
         data_cfg, model_cfg = cfg.get("data"), cfg.get("model")
         data_args = data_cfg.get("init_args") if data_cfg else None
         model_args = model_cfg.get("init_args") if model_cfg else None
@@ -138,6 +154,9 @@ class LitVisionCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         self._monitor_best_checkpoint(trainer)
         self._add_last_checkpoint(trainer)
+        self._take_over_slurm_requeue(trainer)
+        if self.subcommand == "fit":
+            trainer.callbacks.append(SameResumePointOnEveryRank(self.config["fit"].get("ckpt_path")))
         self._add_pictures(trainer)
         if self._resume_into_existing_dir:
             continue_csv_logs(trainer.loggers)
@@ -162,6 +181,25 @@ class LitVisionCLI(LightningCLI):
                 c.save_last = False
         if not any(isinstance(c, LastCheckpoint) for c in checkpoints):
             trainer.callbacks.append(LastCheckpoint())
+
+    def _take_over_slurm_requeue(self, trainer: Trainer) -> None:
+        """Under SLURM (``auto_requeue``), the requeue signal writes ``last.ckpt`` at a step boundary and requeues.
+
+        Lightning's own handler writes ``hpc_ckpt_N.ckpt`` from inside the signal handler, in the middle of a step
+        and with collectives that other ranks may not be at; that state does not resume exactly, and
+        ``--ckpt_path last`` would not find it. So the handler is ours (:meth:`LastCheckpoint.requeue_on`), and
+        Lightning's is turned off (docs/multi_node.md).
+        """
+        env = trainer._accelerator_connector.cluster_environment
+        last = [c for c in trainer.callbacks if isinstance(c, LastCheckpoint)]
+        if self.subcommand != "fit" or not isinstance(env, SLURMEnvironment) or not env.auto_requeue or not last:
+            return
+        array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+        job = (f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job and "SLURM_ARRAY_TASK_ID" in os.environ
+               else os.environ.get("SLURM_JOB_ID"))
+        env.auto_requeue = False  # Lightning registers no SIGUSR1 handler of its own then
+        for c in last:
+            c.requeue_on(env.requeue_signal or signal.SIGUSR1, ["scontrol", "requeue", job] if job else None)
 
     def _add_pictures(self, trainer: Trainer) -> None:
         """Every fit/validate/test draws what the model does (callbacks/pictures.py) unless ``--pictures false``."""

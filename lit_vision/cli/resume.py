@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_vision.cli.errors import CLIError
+from lit_vision.distributed import is_distributed
 
 # Loggers whose directory is <save_dir>/<name>/<version> (Lightning's CSV and TensorBoard loggers).
 _VERSIONED_LOGGERS = ("CSVLogger", "TensorBoardLogger")
@@ -135,3 +138,27 @@ def continue_csv_logs(loggers: list[Any]) -> None:
         if isinstance(logger, CSVLogger) and logger._experiment is None:
             logger._fs.makedirs(logger.root_dir, exist_ok=True)
             logger._experiment = _ContinuingWriter(log_dir=logger.log_dir)
+
+
+class SameResumePointOnEveryRank(Callback):
+    """Under DDP, every process must resume from the same checkpoint (each resolves ``--ckpt_path`` and loads
+    the file itself): stop every rank with one message before any work when they disagree.
+
+    Happens when the run directory is on a node-local disk: node 0 finds ``last.ckpt``, the others find nothing
+    and would start from scratch beside it (docs/multi_node.md).
+    """
+
+    def __init__(self, ckpt_path: str | None) -> None:
+        self.ckpt_path = str(ckpt_path) if ckpt_path else ""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit" or not is_distributed() or self.ckpt_path in ("best", "hpc", "registry"):
+            return
+        mine = self.ckpt_path if not self.ckpt_path or Path(self.ckpt_path).is_file() else f"{self.ckpt_path} (missing)"
+        seen: list[str] = [""] * dist.get_world_size()
+        dist.all_gather_object(seen, mine)
+        if len(set(seen)) > 1:
+            views = ", ".join(f"rank {r}: {p or 'nothing (a new run)'}" for r, p in enumerate(seen) if p != seen[0])
+            raise CLIError(f"the processes do not resume from the same checkpoint (rank 0: {seen[0] or 'nothing (a new run)'}"
+                           f", {views}): put the run directory (the logger's save_dir, a checkpoint dirpath) on a "
+                           "filesystem every node sees (docs/multi_node.md)")

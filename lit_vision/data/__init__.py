@@ -7,6 +7,7 @@
     data/classification/    ImageFolderDataModule, DigitsDataModule, classification transforms
     data/detection/         COCO / VOC / shapes / plain-image DataModules, box-aware transforms
     data/segmentation/      VOC / COCO / shapes / plain-image DataModules, mask-aware transforms
+    data/streaming/         LitData shards: optimize_data (writer) and the Streaming*DataModules (optional litdata)
 
 Every DataModule is importable from here (``lit_vision.data.ImageFolderDataModule``) and from its task's
 package (``lit_vision.data.classification.ImageFolderDataModule``, the path recipes use).
@@ -49,6 +50,11 @@ from lit_vision.data.segmentation import (
     VOCSegmentationDataModule,
     segmentation_collate,
 )
+from lit_vision.data.streaming import (
+    StreamingDetectionDataModule,
+    StreamingImageFolderDataModule,
+    StreamingSegmentationDataModule,
+)
 
 __all__ = [
     "COCODetectionDataModule",
@@ -71,6 +77,9 @@ __all__ = [
     "ShapesDetectionDataModule",
     "ShapesSegmentationDataModule",
     "SplitDataModule",
+    "StreamingDetectionDataModule",
+    "StreamingImageFolderDataModule",
+    "StreamingSegmentationDataModule",
     "VOCDetectionDataModule",
     "VOCDetectionDataset",
     "VOCSegmentationDataModule",

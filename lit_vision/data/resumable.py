@@ -15,14 +15,17 @@ import os
 import random
 import secrets
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
-__all__ = ["ResumableDataLoader", "ResumableSampler", "SeededDataset", "default_data_seed", "sample_seed"]
+__all__ = ["ResumableDataLoader", "ResumableSampler", "SeededDataset", "default_data_seed", "run_seeded",
+           "sample_seed"]
+
+T = TypeVar("T")
 
 
 def default_data_seed() -> int:
@@ -59,6 +62,35 @@ def _seed_all(s: int) -> None:
     np.random.seed(s % (1 << 32))
 
 
+def run_seeded(s: int, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` under RNG seed ``s``, without reading or disturbing the random state of the training process.
+
+    In loader workers, torch's, Python's and NumPy's generators are seeded. In the training process
+    (``num_workers=0``) torch's and Python's are forked around the call (saved, seeded, restored).
+    :class:`SeededDataset` reads every training sample through it, and so do the streaming datasets
+    (:mod:`lit_vision.data.streaming`), whose per-sample augmentation is then the same function of
+    ``(seed, epoch, index)``.
+    """
+    if get_worker_info() is not None:
+        # A worker's own random state is used by nothing but its samples: seed it, no need to save it.
+        # (torch.manual_seed would also seed every CUDA device: ~0.4 ms; the CPU generator alone: ~2 us.)
+        _seed_all(s)
+        return fn(*args)
+    # In the training process the model draws from the same generators: fork torch's and Python's (what
+    # torchvision and timm transforms use) around the item. NumPy's global state is left alone: saving it
+    # costs ~0.1 ms a sample; a NumPy-drawing transform then draws from the process's stream, which the
+    # checkpoint saves too (lit_vision/resume.py), so resuming stays exact; only its draws then depend on
+    # num_workers.
+    torch_state, py_state = _CPU.get_state(), random.getstate()
+    try:
+        _CPU.manual_seed(s)
+        random.seed(s)
+        return fn(*args)
+    finally:
+        _CPU.set_state(torch_state)
+        random.setstate(py_state)
+
+
 class SeededDataset(Dataset):
     """Wraps a dataset so that item ``(seed, epoch, index)`` is transformed under its own RNG seed.
 
@@ -83,25 +115,7 @@ class SeededDataset(Dataset):
         if not isinstance(key, tuple):
             return self.dataset[key]
         seed, epoch, index = key
-        s = sample_seed(seed, epoch, index)
-        if get_worker_info() is not None:
-            # A worker's own random state is used by nothing but its samples: seed it, no need to save it.
-            # (torch.manual_seed would also seed every CUDA device: ~0.4 ms; the CPU generator alone: ~2 us.)
-            _seed_all(s)
-            return self._read(epoch, index)
-        # In the training process the model draws from the same generators: fork torch's and Python's (what
-        # torchvision and timm transforms use) around the item. NumPy's global state is left alone: saving it
-        # costs ~0.1 ms a sample; a NumPy-drawing transform then draws from the process's stream, which the
-        # checkpoint saves too (lit_vision/resume.py), so resuming stays exact; only its draws then depend on
-        # num_workers.
-        torch_state, py_state = _CPU.get_state(), random.getstate()
-        try:
-            _CPU.manual_seed(s)
-            random.seed(s)
-            return self._read(epoch, index)
-        finally:
-            _CPU.set_state(torch_state)
-            random.setstate(py_state)
+        return run_seeded(sample_seed(seed, epoch, index), self._read, epoch, index)
 
     def _read(self, epoch: int, index: int) -> Any:
         getitem_at = getattr(self.dataset, "getitem_at", None)

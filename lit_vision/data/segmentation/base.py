@@ -164,6 +164,10 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, mask = self.load(index)
+        return self.make_item(image, mask, self.image_paths[index])
+
+    def make_item(self, image: torch.Tensor, mask: torch.Tensor | None, path: str) -> dict[str, Any]:
+        """The item contract from a decoded uint8 image and mask (``None``: no mask), through the transforms."""
         orig_size = (int(image.shape[-2]), int(image.shape[-1]))
         if self.transforms is not None:
             image, mask, content_size = self.transforms(image, mask)
@@ -172,7 +176,7 @@ class SegmentationDataset(Dataset):
         item: dict[str, Any] = {"image": image}
         if mask is not None:
             item["mask"] = mask.long()
-        item["path"] = self.image_paths[index]
+        item["path"] = path
         item["meta"] = {"orig_size": orig_size, "content_size": tuple(content_size)}
         return item
 
