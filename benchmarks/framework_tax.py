@@ -43,7 +43,7 @@ from lightning.pytorch import Callback
 
 
 class Probe(Callback):
-    """First optimizer step, time inside training epochs (up to the last batch's end) and images, val top-1."""
+    """First optimizer step, time inside training epochs (up to the last batch's end) and images, the val metric."""
 
     def __init__(self):
         self.first_step, self.train_time, self.images = None, 0.0, 0
@@ -69,8 +69,9 @@ class Probe(Callback):
 
     def on_fit_end(self, trainer, pl_module):
         with open(os.environ["FRAMEWORK_TAX_PROBE"], "w") as f:
+            key = os.environ.get("FRAMEWORK_TAX_METRIC", "val/acc1")  # the segmentation benchmark: val/miou
             json.dump({"first_step": self.first_step, "train_time": self.train_time, "train_images": self.images,
-                       "val_acc1": float(trainer.callback_metrics["val/acc1"])}, f)
+                       key.replace("/", "_"): float(trainer.callback_metrics[key])}, f)
 '''
 
 

@@ -61,19 +61,25 @@ class ASPP(nn.Module):
         out_channels: width of every branch and of the projection (256 in the papers).
         separable: depthwise-separable 3x3 branches (DeepLabv3+) instead of dense ones (v3).
         dropout: after the projection; 0.1 as the TF reference and detectron2 (torchvision: 0.5).
+        depthwise_norm: BN + ReLU after the depthwise step of a separable branch (see
+            :class:`~lit_vision.heads.segmentation.common.SeparableConvBNReLU`).
     """
 
     def __init__(self, in_channels: int, atrous_rates: Sequence[int], out_channels: int = 256,
-                 separable: bool = False, dropout: float = 0.1) -> None:
+                 separable: bool = False, dropout: float = 0.1, depthwise_norm: bool = True) -> None:
         super().__init__()
         rates = tuple(int(r) for r in atrous_rates)
         if not rates or min(rates) < 1:
             raise ValueError(f"atrous_rates must be positive integers, got {atrous_rates!r}")
         self.atrous_rates = rates
-        conv3x3 = SeparableConvBNReLU if separable else Conv2dNormActivation
+        def conv3x3(rate: int) -> nn.Module:
+            if separable:
+                return SeparableConvBNReLU(in_channels, out_channels, 3, dilation=rate, depthwise_norm=depthwise_norm)
+            return Conv2dNormActivation(in_channels, out_channels, 3, dilation=rate)
+
         self.branches = nn.ModuleList(
             [Conv2dNormActivation(in_channels, out_channels, 1)]
-            + [conv3x3(in_channels, out_channels, 3, dilation=r) for r in rates]
+            + [conv3x3(r) for r in rates]
             + [ASPPPooling(in_channels, out_channels)]
         )
         self.project = nn.Sequential(
@@ -139,20 +145,25 @@ class DeepLabV3PlusHead(nn.Module):
         num_classes: output logits.
         atrous_rates, aspp_channels, dropout: see :class:`ASPP` (separable here, as in the paper).
         low_level_channels: projection width of the stride-4 map (48 in the paper).
-        decoder_channels: width of the two separable 3x3 convs (256 in the paper).
+        decoder_channels: width of the separable 3x3 convs of the decoder (256 in the paper).
+        decoder_convs: how many of them (the paper: 2; segmentation_models_pytorch: 1).
+        depthwise_norm: BN + ReLU after every depthwise step (the paper's reference; smp: False).
     """
 
     def __init__(self, in_channels: Sequence[int], reductions: Sequence[int], num_classes: int,
                  atrous_rates: Sequence[int] = PAPER_RATES, aspp_channels: int = 256, low_level_channels: int = 48,
-                 decoder_channels: int = 256, dropout: float = 0.1) -> None:
+                 decoder_channels: int = 256, dropout: float = 0.1, decoder_convs: int = 2,
+                 depthwise_norm: bool = True) -> None:
         super().__init__()
+        if decoder_convs < 1:
+            raise ValueError(f"decoder_convs must be >= 1, got {decoder_convs}")
         self.low_level_index = low_level_index(reductions)
-        self.aspp = ASPP(in_channels[-1], atrous_rates, aspp_channels, separable=True, dropout=dropout)
+        self.aspp = ASPP(in_channels[-1], atrous_rates, aspp_channels, separable=True, dropout=dropout,
+                         depthwise_norm=depthwise_norm)
         self.low_level = Conv2dNormActivation(in_channels[self.low_level_index], low_level_channels, 1)
-        self.decoder = nn.Sequential(
-            SeparableConvBNReLU(aspp_channels + low_level_channels, decoder_channels),
-            SeparableConvBNReLU(decoder_channels, decoder_channels),
-        )
+        widths = [aspp_channels + low_level_channels] + [decoder_channels] * decoder_convs
+        self.decoder = nn.Sequential(*(SeparableConvBNReLU(a, b, depthwise_norm=depthwise_norm)
+                                       for a, b in zip(widths, widths[1:])))
         self.classifier = nn.Conv2d(decoder_channels, num_classes, 1)
 
     def forward(self, features: list[Tensor]) -> Tensor:

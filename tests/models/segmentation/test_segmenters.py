@@ -145,6 +145,34 @@ def test_deeplabv3plus_uses_separable_convs_and_a_48_channel_skip() -> None:
     assert dense_3x3 == []
 
 
+def test_deeplabv3plus_light_decoder_is_smps_layout() -> None:
+    """``decoder_convs=1, depthwise_norm=False``: depthwise -> pointwise -> BN -> ReLU, one decoder conv.
+
+    Parameter counts by hand (BN: 2 per channel): each separable conv with C_in -> C_out has 9 C_in
+    (depthwise) + C_in C_out (pointwise) + 2 C_out; the paper's form adds 2 C_in (the depthwise BN).
+    """
+    a, d, low = 32, 32, 48
+    paper = build_segmenter("deeplabv3plus", "tv/resnet18", K, output_stride=16, aspp_channels=a, decoder_channels=d)
+    light = build_segmenter("deeplabv3plus", "tv/resnet18", K, output_stride=16, aspp_channels=a, decoder_channels=d,
+                            decoder_convs=1, depthwise_norm=False)
+    assert len(light.head.decoder) == 1 and len(paper.head.decoder) == 2
+    for block in list(light.head.decoder) + list(light.head.aspp.branches[1:-1]):
+        depthwise, pointwise, norm = block[0], block[1], block[2]
+        assert depthwise.groups == depthwise.in_channels and depthwise.bias is None
+        assert depthwise.padding == depthwise.dilation  # size-preserving
+        assert pointwise.kernel_size == (1, 1) and isinstance(norm, nn.BatchNorm2d)
+        assert norm.num_features == pointwise.out_channels
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    c_in = 512  # the deep map of ResNet-18
+    assert count(paper.head.aspp) - count(light.head.aspp) == 3 * 2 * c_in  # three depthwise BNs
+    second = 9 * d + 2 * d + d * d + 2 * d  # the paper's second decoder conv, depthwise BN included
+    assert count(paper.head.decoder) - count(light.head.decoder) == 2 * (a + low) + second
+    x = torch.randn(2, 3, 64, 64)
+    assert light(x)["out"].shape == (2, K, 64, 64)
+    with pytest.raises(ValueError, match="decoder_convs"):
+        build_segmenter("deeplabv3plus", "tv/resnet18", K, decoder_convs=0)
+
+
 @pytest.mark.parametrize("architecture", ["deeplabv3", "deeplabv3plus"])
 def test_image_pooling_trains_with_a_batch_of_one(architecture: str) -> None:
     """torchvision's ASPPPooling (BatchNorm on a 1x1 map) raises here; ours has no norm."""
