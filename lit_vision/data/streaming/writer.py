@@ -187,8 +187,11 @@ def optimize_data(
             with fsspec).
         chunk_bytes: target chunk size (LitData: ``"64MB"``; a few tens of MB suit object stores).
         num_workers: LitData writer processes.
-        start_method: their start method; ``None``: ``fork`` on Linux (LitData's default, ``spawn``, re-imports
-            torch in every worker: ~10 s of start-up per call on a small machine), else LitData's.
+        start_method: their start method; ``None``: LitData's (``spawn``: re-imports torch in every worker, ~10 s
+            of start-up per call on a small machine). ``"fork"`` starts at once but can hang when the calling
+            process already runs threads (torch's OpenMP pool after training, a W&B or checkpoint thread: a forked
+            worker inherits their held locks), which is how a test session that wrote shards after other tests
+            hung; use it only from a fresh process.
         shuffle_seed: the training split's records are written in the order of this seed (``None``: source
             order), since LitData shuffles only within chunks; record positions are kept in the index.
         **options: the source's arguments, as its file-based DataModule takes them (``root``, ``train_split``,
@@ -199,8 +202,6 @@ def optimize_data(
         raise DataError(f"unknown source format {fmt!r}: one of {', '.join(FORMATS)}")
     _check_output(output_dir)
     dm, records, extra = _read_source(fmt, options)
-    if start_method is None and os.name == "posix" and hasattr(os, "fork"):
-        start_method = "fork"
     splits: dict[str, Any] = {}
     for split, fn in records.items():
         count = len(fn.samples) if isinstance(fn, ClassificationRecords) else len(fn.source)
