@@ -157,6 +157,15 @@ FAKE_SLURM = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "litvision", "SLURM_NTAS
               "SLURM_NODELIST": "127.0.0.1"}
 
 
+def _fake_scontrol(tmp_path: Path) -> tuple[Path, Path]:
+    """A ``bin`` folder (for ``PATH``) whose ``scontrol`` appends its arguments to the returned file."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol_calls"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    return bin_dir, calls
+
+
 def _slurm_fit(args: list[str], cwd: Path, bin_dir: Path) -> subprocess.CompletedProcess:
     env = _env(**FAKE_SLURM, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return subprocess.run([str(BIN), "fit", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
@@ -166,11 +175,7 @@ def _slurm_fit(args: list[str], cwd: Path, bin_dir: Path) -> subprocess.Complete
 @pytest.mark.slow
 @pytest.mark.ddp
 def test_slurm_requeue_signal_writes_last_requeues_and_resumes_exactly(imagefolder_root: Path, tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    calls = tmp_path / "scontrol_calls"
-    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
-    (bin_dir / "scontrol").chmod(0o755)
+    bin_dir, calls = _fake_scontrol(tmp_path)
     # 24 images / 4 = 6 steps; with EMA and MixUp/CutMix (random state in the resume).
     args = ["--model", "ImageClassifier", "--model.backbone", "tv/resnet18", "--data", "ImageFolderDataModule",
             "--data.root", str(imagefolder_root), "--data.image_size", "32", "--data.batch_size", "4",
@@ -212,11 +217,7 @@ def test_slurm_requeue_signal_on_one_rank_stops_every_rank_at_the_same_step(imag
                                                                            tmp_path: Path) -> None:
     """2 SLURM tasks (fake srun: both processes started here); only rank 1 gets SIGUSR1, after step 3: the ranks
     agree at the next check (every step here: log_every_n_steps 1), rank 0 writes last.ckpt and requeues."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    calls = tmp_path / "scontrol_calls"
-    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
-    (bin_dir / "scontrol").chmod(0o755)
+    bin_dir, calls = _fake_scontrol(tmp_path)
     args = ["--model", "ImageClassifier", "--model.backbone", "tv/resnet18", "--data", "ImageFolderDataModule",
             "--data.root", str(imagefolder_root), "--data.image_size", "32", "--data.batch_size", "4",
             "--data.num_workers", "0", *QUIET, "--trainer.max_epochs", "2", "--trainer.devices", "2",
@@ -242,11 +243,7 @@ def test_slurm_requeue_signal_during_validation_or_at_the_last_step(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """2 epochs of 2 steps. A signal during epoch 0's validation: the epoch-end last.ckpt (step 2) is the resume
     point, and the job stops before epoch 1's first batch. A signal at the very last step: the run just ends."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    calls = tmp_path / "scontrol_calls"
-    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
-    (bin_dir / "scontrol").chmod(0o755)
+    bin_dir, calls = _fake_scontrol(tmp_path)
     for key, value in FAKE_SLURM.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
