@@ -98,6 +98,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--bare-steps", type=int, default=5)
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--peer-fused", action="store_true",
+                        help="smp's loop with AdamW(fused=True), the optimizer kernel lit-vision builds by default")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="segmentation_vs_smp_"))
     env = {**os.environ, "LIT_VISION_CACHE": str(work / "cache"), "FRAMEWORK_TAX_METRIC": "val/miou"}
@@ -115,7 +117,8 @@ def main() -> None:
             if side == "smp":
                 path = os.pathsep.join([args.smp_path, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
                 start, wall = run([sys.executable, str(PEER), "--voc", str(voc), "--epochs", str(args.epochs),
-                                   "--seed", str(r), "--output", str(result)], {**env, "PYTHONPATH": path}, out,
+                                   "--seed", str(r), "--output", str(result)] + ["--fused"] * args.peer_fused,
+                                  {**env, "PYTHONPATH": path}, out,
                                   out / "log.txt")
             else:
                 path = os.pathsep.join([str(work), str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)

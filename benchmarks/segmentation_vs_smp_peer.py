@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-workers", type=int, default=1)
     parser.add_argument("--output", required=True)
+    parser.add_argument("--fused", action="store_true", help="AdamW(fused=True): the kernel lit-vision picks")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     train = DataLoader(Scenes(args.voc, "train", flip=True), batch_size=8, shuffle=True, drop_last=False,
@@ -69,7 +70,7 @@ def main() -> None:
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=2e-3,
-                            weight_decay=1e-4)
+                            weight_decay=1e-4, fused=True if args.fused else None)
     total, warmup = args.epochs * len(train), 25
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)) * (0.001 + 0.999 * min(1.0, s / warmup)))

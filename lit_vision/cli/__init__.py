@@ -13,7 +13,9 @@ check failure prints one clear message (``--debug`` or ``LIT_VISION_DEBUG=1`` sh
 
 from __future__ import annotations
 
+import atexit
 import difflib
+import gc
 import os
 import sys
 from typing import Any
@@ -121,6 +123,13 @@ def main(argv: list[str] | None = None) -> None:
     from lit_vision.cli.lightning_cli import run_main
 
     sys.argv = [sys.argv[0], *argv]  # LightningCLI also reads sys.argv; without --debug, it sees what it parses
+    # At exit (after non-daemon threads are joined, before Python's last garbage collections), freeze the heap:
+    # those collections would traverse every object torch, dynamo and Lightning created, ~1 s on 2 cores
+    # (benchmarks/README.md, "framework tax"). All that is skipped is collecting reference cycles the operating
+    # system frees with the process anyway; atexit and weakref.finalize callbacks (temporary directories) still
+    # run. Registered at exit, not done now: main() called in a long-lived process (tests, a notebook) must not
+    # keep its garbage.
+    atexit.register(gc.freeze)
     sys.exit(run_main(argv, debug=debug))
 
 

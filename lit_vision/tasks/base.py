@@ -6,7 +6,6 @@ either without code. ``None`` means the classic recipe described in each argumen
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -20,6 +19,7 @@ from lit_vision.callbacks.nonfinite import NonFiniteGuard
 from lit_vision.callbacks.prediction_writer import JsonlPredictionWriter
 from lit_vision.constants import IMAGENET_MEAN, IMAGENET_STD
 from lit_vision.contracts import DataInfo
+from lit_vision.tasks.optim import build_optimizer
 from lit_vision.visualize.draw import to_uint8
 from lit_vision.visualize.report import EvalReport
 
@@ -67,13 +67,6 @@ def apply_lr_scales(optimizer: torch.optim.Optimizer) -> None:
             group["applied_lr_scale"] = scale
 
 
-def fused_if_cuda(groups: Iterable[dict[str, Any]]) -> bool | None:
-    """``True`` when every parameter is on a CUDA device (one fused kernel does the whole update, instead of the
-    several multi-tensor kernels of torch's default ``foreach`` path), else ``None`` (torch's default)."""
-    params = [p for g in groups for p in g["params"]]
-    return True if params and all(p.device.type == "cuda" for p in params) else None
-
-
 def resolve_classes(task: str, num_classes: int | None, class_names: list[str] | None) -> tuple[int, list[str]]:
     """``(num_classes, class_names)`` from whichever was given (names default to ``"0"``, ``"1"``, ...)."""
     if num_classes is None and class_names is None:
@@ -109,8 +102,9 @@ class VisionTask(LightningModule):
         num_classes: number of classes (normally linked from the data; may be derived from ``class_names``).
         class_names: class names in label order (saved in the checkpoint, so a checkpoint predicts names).
         optimizer: builds the optimizer from parameter groups. ``None``: SGD, lr 0.1, momentum 0.9,
-            Nesterov, weight decay 1e-4 (fused when the parameters are on a CUDA device; for a YAML optimizer set
-            ``fused: true`` in its ``init_args``, docs/gpu.md).
+            Nesterov, weight decay 1e-4. torch's fused kernel is used wherever the optimizer and parameters allow
+            it (SGD/Adam/AdamW/Adagrad on the CPU or CUDA) unless the YAML ``init_args`` set ``fused`` or
+            ``foreach`` (:mod:`lit_vision.tasks.optim`, docs/gpu.md).
         lr_scheduler: builds the scheduler from the optimizer. ``None``: cosine annealing to 0 over the
             whole run, stepped every optimizer step (``T_max = trainer.estimated_stepping_batches``).
         lr_scheduler_interval: ``"step"`` or ``"epoch"``: how often a YAML-given scheduler steps.
@@ -326,13 +320,7 @@ class VisionTask(LightningModule):
         return groups
 
     def configure_optimizers(self) -> Any:
-        groups: Iterable[dict[str, Any]] = self.parameter_groups()
-        if self.optimizer_factory is None:
-            groups = list(groups)
-            optimizer = torch.optim.SGD(groups, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4,
-                                        fused=fused_if_cuda(groups))
-        else:
-            optimizer = self.optimizer_factory(groups)
+        optimizer = build_optimizer(self.optimizer_factory, self.parameter_groups())
         apply_lr_scales(optimizer)  # before the scheduler records each group's initial lr
         if self.lr_scheduler_factory is None:
             total = max(1, int(self.trainer.estimated_stepping_batches))

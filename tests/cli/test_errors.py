@@ -107,3 +107,15 @@ def test_top_level_help_lists_the_commands_without_importing_torch() -> None:
     for command in ("fit", "validate", "test", "predict", "eval-coco"):
         assert f"    {command} " in out
     assert "IMPORTED []" in out
+
+
+def test_heap_is_frozen_at_exit_not_before() -> None:
+    """A Lightning subcommand registers ``gc.freeze`` to run at exit (Python's shutdown collections then skip the
+    heap torch and Lightning built: ~1 s); ``main()`` itself, called in a test or notebook, leaves it collectable."""
+    code = ("import atexit, gc, sys\nfrom lit_vision.cli import main\n"
+            "atexit.register(lambda: print('FROZEN AT EXIT', gc.get_freeze_count() > 0, flush=True))\n"
+            "sys.argv = ['lit-vision', 'fit', '--help']\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "print('FROZEN AFTER MAIN', gc.get_freeze_count() > 0, flush=True)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "FROZEN AFTER MAIN False" in out and "FROZEN AT EXIT True" in out

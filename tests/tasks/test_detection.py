@@ -16,9 +16,9 @@ from torch.utils.data import DataLoader
 from lit_vision import distributed
 from lit_vision.data.detection.coco import COCODetectionDataModule
 from lit_vision.data.detection.transforms import detection_collate
-from lit_vision.geometry import boxes_to_original
 from lit_vision.data.embedded.shapes import shapes_paths, write_shapes
 from lit_vision.evaluation.coco import evaluate_coco
+from lit_vision.geometry import boxes_to_original
 from lit_vision.models.detection import FCOS, DetectorArchitecture
 from lit_vision.tasks.detection import ObjectDetector
 

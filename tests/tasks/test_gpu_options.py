@@ -1,9 +1,8 @@
-"""The GPU-path task options, checked on the CPU: channels_last, torch.compile (clean checkpoint keys), fused SGD."""
+"""The GPU-path task options, checked on the CPU: channels_last, torch.compile (clean checkpoint keys); fused optimizers: tests/tasks/test_optim.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import torch
@@ -12,7 +11,6 @@ from torch._dynamo.utils import counters
 from torch.utils.data import DataLoader
 
 from lit_vision.tasks import ImageClassifier, SemanticSegmenter
-from lit_vision.tasks.base import fused_if_cuda
 
 
 def _fit_one_step(model: pl.LightningModule, tmp_path: Path) -> pl.Trainer:
@@ -77,15 +75,3 @@ def test_options_reach_every_task() -> None:
     assert segmenter.channels_last and segmenter.compile_options == {}
     segmenter.configure_model()
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in segmenter.model.parameters() if p.ndim == 4)
-
-
-def test_default_sgd_is_fused_only_when_every_parameter_is_on_cuda() -> None:
-    cuda = SimpleNamespace(device=torch.device("cuda"))
-    cpu = SimpleNamespace(device=torch.device("cpu"))
-    assert fused_if_cuda([{"params": [cuda, cuda]}, {"params": [cuda]}]) is True
-    assert fused_if_cuda([{"params": [cuda]}, {"params": [cpu]}]) is None
-    assert fused_if_cuda([]) is None
-    model = ImageClassifier(backbone="tv/resnet18", num_classes=3)
-    model.trainer = SimpleNamespace(estimated_stepping_batches=10)  # what the default cosine schedule reads
-    optimizer = model.configure_optimizers()["optimizer"]
-    assert isinstance(optimizer, torch.optim.SGD) and not optimizer.defaults["fused"]
