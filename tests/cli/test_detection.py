@@ -21,6 +21,9 @@ from lit_vision.data.embedded.shapes import shapes_paths, write_shapes
 from lit_vision.evaluation.coco import evaluate_coco
 
 SIZE = 64
+# 32 scenes x 4 epochs: enough for a clearly non-zero AP (AP50 ~0.14), so comparing scores is not 0 == 0; 8 x 3
+# gave 0 or 0.001-0.004 depending on float rounding (thread count, optimizer kernel).
+NUM_TRAIN = 32
 TRAINER = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.enable_model_summary", "false",
            "--trainer.enable_progress_bar", "false"]
 # The architecture by class with its options; image_size is linked from --data.image_size.
@@ -29,7 +32,7 @@ MODEL = ["--model", "ObjectDetector", "--model.architecture", "FCOS", "--model.a
 
 
 def shapes_data(cache: Path) -> list[str]:
-    return ["--data", "ShapesDetectionDataModule", "--data.cache_dir", str(cache), "--data.num_train", "8",
+    return ["--data", "ShapesDetectionDataModule", "--data.cache_dir", str(cache), "--data.num_train", str(NUM_TRAIN),
             "--data.num_val", "4", "--data.scene_size", str(SIZE), "--data.image_size", str(SIZE),
             "--data.batch_size", "4", "--data.num_workers", "0", "--data.hflip", "false",
             "--data.scale_range", "null"]
@@ -42,13 +45,13 @@ def writer(cli, kind: type):  # noqa: ANN001, ANN201 - the one callback of that 
 
 @pytest.fixture(scope="module")
 def trained(module_tmp: Callable[[str], Path]) -> tuple[Path, Path, Path]:
-    """Three short epochs with ``lit-vision fit``; returns (working dir, shapes cache, best checkpoint)."""
+    """Four short epochs with ``lit-vision fit``; returns (working dir, shapes cache, best checkpoint)."""
     cwd = module_tmp("det_cli")
     cache = module_tmp("det_cli_shapes")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(cwd)
         cli = run_cli(["fit", *MODEL, *shapes_data(cache), *TRAINER, "--seed_everything", "0",
-                       "--trainer.max_epochs", "3", "--trainer.log_every_n_steps", "1",
+                       "--trainer.max_epochs", "4", "--trainer.log_every_n_steps", "1",
                        "--model.optimizer", "torch.optim.Adam", "--model.optimizer.lr", "1e-3"])
     best = Path(cli.trainer.checkpoint_callback.best_model_path)
     return cwd, cache, best if best.is_absolute() else cwd / best
@@ -64,7 +67,7 @@ def test_predicted_coco_results_score_what_validate_logs(trained: tuple[Path, Pa
     results_path = writer(predicted, CocoResultsWriter).path
     assert results_path == Path(predicted.trainer.log_dir) / "results.json"
     results = json.loads(results_path.read_text())
-    gt = shapes_paths(write_shapes(cache, 8, 4, SIZE))["coco_val_json"]
+    gt = shapes_paths(write_shapes(cache, NUM_TRAIN, 4, SIZE))["coco_val_json"]
     assert results and {r["image_id"] for r in results} <= {img["id"] for img in json.loads(gt.read_text())["images"]}
     assert not (results_path.parent / "results.images.json").exists()  # real COCO ids: no sidecar needed
     stats = evaluate_coco(str(gt), str(results_path))
@@ -83,7 +86,7 @@ def test_predict_from_the_checkpoint_alone_on_plain_images(trained: tuple[Path, 
                                                           monkeypatch, capsys: pytest.CaptureFixture) -> None:
     """No annotations: class names from the checkpoint, boxes in each image's own (non-square) pixels."""
     _, cache, ckpt = trained
-    val_images = shapes_paths(write_shapes(cache, 8, 4, SIZE))["coco_val_images"]
+    val_images = shapes_paths(write_shapes(cache, NUM_TRAIN, 4, SIZE))["coco_val_images"]
     photos = tmp_path / "photos"
     photos.mkdir()
     sizes = {"wide.png": (150, 90), "tall.png": (70, 120)}  # (w, h), neither the training image_size
