@@ -9,8 +9,9 @@ whenever the optimizer class and every parameter allow it:
 
 * the built-in default SGD, and
 * a recipe's ``optimizer`` given as a class path (LightningCLI hands the task a ``functools.partial`` of the
-  class with the YAML's ``init_args``) whose ``init_args`` name neither ``fused`` nor ``foreach``: naming either
-  (``fused: false``, ``foreach: true``) keeps that choice. A Python callable of your own is called as it is.
+  class with the YAML's ``init_args``) whose ``init_args`` leave ``fused`` and ``foreach`` unset (``null``): setting
+  either (``fused: false``, ``foreach: true``) keeps that choice. A Python callable of your own that is not a
+  ``functools.partial`` is called as it is.
 
 Written here because neither torch (``fused=None`` still means ``foreach``) nor Lightning chooses it.
 """
