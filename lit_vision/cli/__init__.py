@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     # (benchmarks/README.md, "framework tax"). All that is skipped is collecting reference cycles the operating
     # system frees with the process anyway; atexit and weakref.finalize callbacks (temporary directories) still
     # run. Registered at exit, not done now: main() called in a long-lived process (tests, a notebook) must not
-    # keep its garbage.
+    # keep its garbage. Unregistered first: main() called again in the same process adds it once, not per call.
+    atexit.unregister(gc.freeze)
     atexit.register(gc.freeze)
     sys.exit(run_main(argv, debug=debug))
 
