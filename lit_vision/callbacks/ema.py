@@ -2,11 +2,16 @@
 
 Why a subclass instead of ``lightning.pytorch.callbacks.EMAWeightAveraging``: we want timm-style decay warm-up,
 correct handling of integer buffers (``BatchNorm.num_batches_tracked``) and the averaged copy living on the training
-device (Lightning builds it in ``setup``, before the strategy moves the model, so by default it would stay on CPU).
+device (Lightning builds it in ``setup``, before the strategy moves the model, so by default it would stay on CPU),
+and an update without walking the module tree: ``AveragedModel.update_parameters`` collects the parameters and
+buffers of both models afresh every step (four traversals, a ``detach`` and ``to`` per tensor: 5.6 ms a step for the
+YOLO-n task on the CPU, against 2 ms for the averaging itself); here the tensor lists are collected once per training
+epoch and the averaging kernels run on them directly, with the same arithmetic.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Callable
 
 import lightning.pytorch as pl
@@ -110,7 +115,9 @@ class EMA(WeightAveraging):
         if isinstance(device, int):
             # WeightAveraging does ``self._device or pl_module.device``, which would silently ignore device index 0.
             device = torch.device(device)
-        super().__init__(device=device, use_buffers=use_buffers, multi_avg_fn=_ema_multi_avg_fn(float(decay), warmup))
+        self._multi_avg_fn = _ema_multi_avg_fn(float(decay), warmup)
+        super().__init__(device=device, use_buffers=use_buffers, multi_avg_fn=self._multi_avg_fn)
+        self._tensors: _Tensors | None = None  # collected lazily, dropped at every epoch start (see _pairs)
         self.decay = float(decay)
         self.warmup = bool(warmup)
         self.update_every_n_steps = int(update_every_n_steps)
@@ -131,6 +138,73 @@ class EMA(WeightAveraging):
         """
         if self._device is None and self._average_model is not None:
             self._average_model.to(pl_module.device)
+        self._tensors = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._tensors = None  # collected again: a callback may have swapped modules or tensors between epochs
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(trainer, pl_module, checkpoint)
+        self._tensors = None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        """``WeightAveraging``'s schedule; the update itself on the collected tensor lists (:meth:`_update`)."""
+        if trainer.global_step > self._latest_update_step and self.should_update(step_idx=trainer.global_step - 1):
+            self._update(pl_module)
+            self._latest_update_step = trainer.global_step
+
+    def _update(self, pl_module: pl.LightningModule) -> None:
+        """``AveragedModel.update_parameters(pl_module)``, same arithmetic, on the cached lists."""
+        model = self._average_model
+        assert model is not None
+        tensors = self._pairs(pl_module)
+        if tensors is None:
+            model.update_parameters(pl_module)
+            return
+        if tensors.updates == 0:  # the first update is a copy, as in AveragedModel
+            torch._foreach_copy_(tensors.average, tensors.live)
+        else:
+            for average, live in tensors.groups:  # per (device, dtype), as AveragedModel groups them
+                self._multi_avg_fn(average, live, model.n_averaged)
+        model.n_averaged += 1
+        tensors.updates += 1
+
+    def _swap_models(self, pl_module: pl.LightningModule) -> None:
+        """The EMA weights into the module and the live ones into the average (validation), with foreach copies."""
+        tensors = self._pairs(pl_module)
+        if tensors is None:
+            super()._swap_models(pl_module)
+            return
+        held = [t.clone() for t in tensors.average]
+        torch._foreach_copy_(tensors.average, tensors.live)
+        torch._foreach_copy_(tensors.live, held)
+
+    def _pairs(self, pl_module: pl.LightningModule) -> _Tensors | None:
+        """Parameters and buffers of the average and of the module, detached, in ``AveragedModel``'s order; ``None``
+        (use ``AveragedModel``'s own per-tensor path) unless every pair has the same device, dtype and shape and
+        buffers are averaged. Collected once, after the strategy placed the module (``on_fit_start``), and again
+        at every training epoch start and after a checkpoint load."""
+        model = self._average_model
+        if model is None:
+            return None
+        if self._tensors is not None and self._tensors.module is pl_module and self._tensors.model is model:
+            return self._tensors
+        if not self._use_buffers:
+            return None
+        average = [t.detach() for t in itertools.chain(model.module.parameters(), model.module.buffers())]
+        live = [t.detach() for t in itertools.chain(pl_module.parameters(), pl_module.buffers())]
+        if len(average) != len(live) or any(a.device != b.device or a.dtype != b.dtype or a.shape != b.shape
+                                            for a, b in zip(average, live)):
+            return None
+        groups: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], list[Tensor]]] = {}
+        for a, b in zip(average, live):
+            pair = groups.setdefault((a.device, a.dtype), ([], []))
+            pair[0].append(a)
+            pair[1].append(b)
+        self._tensors = _Tensors(pl_module, model, average, live, list(groups.values()), int(model.n_averaged))
+        return self._tensors
 
     def decay_at(self, n: int) -> float:
         """Effective decay used by the ``n``-th update (``n >= 1``; update 0 is a copy). Handy for logging/tests."""
@@ -144,3 +218,12 @@ class EMA(WeightAveraging):
     def state_dict(self) -> dict[str, Any]:
         """Also record the hyper-parameters, for provenance when inspecting a checkpoint."""
         return {**super().state_dict(), "decay": self.decay, "warmup": self.warmup}
+
+
+class _Tensors:
+    """The cached tensor lists of :class:`EMA` and the host-side count of updates (no device sync per step)."""
+
+    def __init__(self, module: pl.LightningModule, model: Any, average: list[Tensor], live: list[Tensor],
+                 groups: list[tuple[list[Tensor], list[Tensor]]], updates: int) -> None:
+        self.module, self.model, self.average, self.live, self.groups = module, model, average, live, groups
+        self.updates = updates

@@ -37,6 +37,7 @@ from lit_vision.data.embedded import (
     write_digits,
     write_shapes,
 )
+from lit_vision.data.packing import PackedBatch
 from lit_vision.data.readers.voc import VOC_CLASSES
 from lit_vision.data.segmentation import (
     COCO_VOC_CATEGORIES,
@@ -68,6 +69,7 @@ __all__ = [
     "DigitsDataModule",
     "ImageFolderDataModule",
     "ImageFolderDataset",
+    "PackedBatch",
     "PredictOnlyDataModule",
     "SHAPES_CLASSES",
     "SHAPES_SEGMENTATION_CLASSES",

@@ -208,3 +208,35 @@ def test_ema_keeps_average_on_module_device_unless_device_given() -> None:
 def test_ema_rejects_invalid_arguments(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         EMA(**kwargs)
+
+
+class _StockAverage(Callback):
+    """torch's own ``AveragedModel.update_parameters`` with the same averaging function, after every step."""
+
+    def __init__(self, ema: EMA) -> None:
+        self.ema = ema
+        self.model: torch.optim.swa_utils.AveragedModel | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.model = torch.optim.swa_utils.AveragedModel(pl_module, use_buffers=True,
+                                                         multi_avg_fn=self.ema._multi_avg_fn)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        assert self.model is not None
+        self.model.update_parameters(pl_module)
+
+
+def test_cached_update_equals_averaged_model_update_parameters_bit_for_bit() -> None:
+    """EMA updates on tensor lists collected once per epoch; torch's AveragedModel collects them every step.
+    Over 3 epochs with validation swaps in between, both give identical averages (and update counts)."""
+    ema = EMA(decay=0.8, warmup=True)
+    stock = _StockAverage(ema)
+    model = TinyClassifier()
+    trainer = pl.Trainer(**trainer_kwargs(max_epochs=3, callbacks=[stock, ema], limit_val_batches=1))
+    trainer.fit(model, train_dataloaders=loader(12, 4), val_dataloaders=loader(4, 4, seed=1))
+    assert stock.model is not None and ema._average_model is not None
+    assert int(ema._average_model.n_averaged) == int(stock.model.n_averaged) == 9
+    ours, theirs = ema._average_model.module.state_dict(), stock.model.module.state_dict()
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert torch.equal(ours[key], theirs[key]), key

@@ -260,3 +260,46 @@ def test_segmentation_training_step_hands_its_loss_terms_to_the_guard() -> None:
         loss = model.training_step({"image": torch.randn(2, 3, 64, 64), "mask": torch.randint(0, 3, (2, 64, 64))}, 0)
     assert set(model.loss_terms) == {"loss", "loss_ce", "loss_aux", "loss_dice"}
     assert torch.equal(model.loss_terms["loss"], loss.detach()) and not model.loss_terms["loss"].requires_grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_gradient_flag_equals_an_elementwise_isfinite_check(dtype: torch.dtype) -> None:
+    """The per-step gradient check (per-tensor sums on the CPU in fp32/fp64, torch's fused norms otherwise) is set
+    exactly when some gradient element is inf or NaN, against ``isfinite`` element by element: one bad element
+    among many, +inf and -inf in different tensors (whose sums would cancel to NaN), and large finite gradients
+    whose squared norm overflows fp32 (not flagged by the sums; the norms flag those)."""
+    from lit_vision.callbacks.nonfinite import _gradients_bad
+
+    torch.manual_seed(0)
+    params = [nn.Parameter(torch.zeros(shape, dtype=dtype)) for shape in [(64, 3, 3, 3), (64,), (10, 64), (10,)]]
+    opt = torch.optim.SGD([{"params": params[:2]}, {"params": params[2:]}], lr=0.1)
+
+    def flag(grads: list[torch.Tensor | None]) -> bool:
+        for p, g in zip(params, grads):
+            p.grad = g
+        out = _gradients_bad(opt)
+        assert out is not None and out.dtype == torch.bool and out.ndim == 0
+        return bool(out)
+
+    def reference(grads: list[torch.Tensor | None]) -> bool:
+        return any(not bool(torch.isfinite(g).all()) for g in grads if g is not None)
+
+    clean = [torch.randn(p.shape, dtype=dtype) for p in params]
+    cases = {"clean": clean}
+    for value in (NAN, float("inf"), float("-inf")):
+        for i in range(len(params)):
+            grads = [g.clone() for g in clean]
+            grads[i].view(-1)[torch.randint(grads[i].numel(), ()).item()] = value
+            cases[f"{value} in {i}"] = grads
+    both = [g.clone() for g in clean]
+    both[0].view(-1)[5], both[2].view(-1)[7] = float("inf"), float("-inf")
+    cases["+inf and -inf"] = both
+    cases["one missing gradient"] = [None, *clean[1:]]
+    for name, grads in cases.items():
+        assert flag(grads) == reference(grads), name
+    assert flag(clean) is False and flag(both) is True
+    if dtype != torch.bfloat16:  # |g| = 1e20: its square overflows fp32, a sum of them does not
+        assert flag([g.sign() * 1e20 for g in clean]) is False
+    for p in params:
+        p.grad = None
+    assert _gradients_bad(opt) is None

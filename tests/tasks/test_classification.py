@@ -69,6 +69,77 @@ def test_shared_step_metrics_equal_top1_and_top5_by_hand() -> None:
     assert out["val/acc5"].item() == pytest.approx(hits5 / 15)
 
 
+class _EpochMetrics(pl.Callback):
+    """The logged train accuracy of every epoch, and the top-1 hits the model scored on each training batch (the
+    eval-mode logits of the trained-on batch are not the same; the train-mode ones are read in the step)."""
+
+    def __init__(self) -> None:
+        self.logged: list[float] = []
+        self.hits: list[list[tuple[int, int]]] = []
+        self.val: list[tuple[float, float]] = []  # (logged, by hand) per validation run
+        self.val_batches: list[dict[str, torch.Tensor]] = []
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.hits.append([])
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.logged.append(float(trainer.callback_metrics["train/acc1"]))
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            hits = sum(int((pl_module(b["image"]).argmax(1) == b["label"]).sum()) for b in self.val_batches)
+        pl_module.train(training)
+        n = sum(len(b["label"]) for b in self.val_batches)
+        self.val.append((float(trainer.callback_metrics["val/acc1"]), hits / n))
+
+
+class _RecordingClassifier(ImageClassifier):
+    probe: _EpochMetrics
+
+    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        with torch.no_grad():
+            logits = self(batch["image"])  # train mode, lr 0: the same logits the step scores
+        self.probe.hits[-1].append((int((logits.argmax(1) == batch["label"]).sum()), len(batch["label"])))
+        return super().training_step(batch, batch_idx)
+
+
+def test_epoch_accuracy_is_logged_per_epoch_over_that_epoch_only(tmp_path: Path) -> None:
+    """train/acc1 and val/acc1 are each epoch's own accuracy over all its batches (computed once at the epoch
+    end), by hand; nothing carries over from the epoch before, nor from one validate() call to the next."""
+    torch.manual_seed(0)
+    images, labels = torch.randn(24, 3, 32, 32), torch.arange(24) % 7
+    samples = [{"image": x, "label": y} for x, y in zip(images, labels)]
+    loader = torch.utils.data.DataLoader(samples, batch_size=8)
+    batches = list(loader)
+    probe = _EpochMetrics()
+    model = _RecordingClassifier(backbone="tv/resnet18", class_names=NAMES,
+                                 optimizer=lambda params: torch.optim.SGD(params, lr=0.0))
+    model.probe = probe
+    probe.val_batches = batches[1:]
+    # Validation after every training batch, after a sanity check on one batch: each run reports its own batches.
+    trainer(tmp_path, max_epochs=2, val_check_interval=1, num_sanity_val_steps=1, callbacks=[probe]).fit(
+        model, loader, torch.utils.data.DataLoader(batches[1:], batch_size=None))
+    assert len(probe.logged) == 2 and len(probe.val) == 6
+    for logged, hits in zip(probe.logged, probe.hits):
+        assert logged == pytest.approx(sum(h for h, _ in hits) / sum(n for _, n in hits), abs=1e-6)
+    for logged, by_hand in probe.val:
+        assert logged == pytest.approx(by_hand, abs=1e-6)
+    model.eval()
+    for subset in (batches[:1], batches[1:]):  # validate twice: the second result is the second subset's alone
+        [result] = trainer(tmp_path).validate(model, torch.utils.data.DataLoader(subset, batch_size=None),
+                                              verbose=False)
+        with torch.no_grad():
+            hits = sum(int((model(b["image"]).argmax(1) == b["label"]).sum()) for b in subset)
+            top5 = sum(int((model(b["image"]).topk(5, 1).indices == b["label"][:, None]).any(1).sum()) for b in subset)
+        n = sum(len(b["label"]) for b in subset)
+        assert result["val/acc1"] == pytest.approx(hits / n, abs=1e-6)
+        assert result["val/acc5"] == pytest.approx(top5 / n, abs=1e-6)
+
+
 def test_soft_targets_count_as_their_argmax_for_accuracy() -> None:
     model = tiny().eval()
     hard = torch.tensor([0, 1, 2, 3, 4, 5, 6, 0])

@@ -27,6 +27,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from lit_vision.data.packing import PackedBatch
+
 LETTERBOX_FILL = 114  # grey, as YOLO-style detectors pad (uint8 value, 114/255 after ToDtype)
 
 
@@ -135,6 +137,7 @@ def detection_collate(samples: Sequence[dict[str, Any]]) -> dict[str, list[Any]]
     """Batch dict items into ``{"image": [Tensor], "target": [dict], "path": [str]}``.
 
     Lists, not stacked tensors: detection images differ in size (torchvision detectors batch them
-    themselves) and targets differ in object count.
+    themselves) and targets differ in object count. A :class:`~lit_vision.data.packing.PackedBatch`: from a
+    loader worker its tensors travel as one buffer per dtype, not one shared-memory handle each.
     """
-    return {key: [s[key] for s in samples] for key in ("image", "target", "path")}
+    return PackedBatch({key: [s[key] for s in samples] for key in ("image", "target", "path")})
