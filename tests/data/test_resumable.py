@@ -119,3 +119,22 @@ def test_ranks_get_disjoint_shards_and_a_changed_world_size_warns() -> None:
 
 def test_evaluation_keys_read_the_item_unchanged() -> None:
     assert SeededDataset(RandomAug())[5][0] == 5.0
+
+
+def test_a_batch_read_equals_its_items_read_one_by_one_and_leaves_the_global_state_alone() -> None:
+    """The loader reads a batch through ``__getitems__`` (random states saved once per batch): the same items as
+    ``dataset[key]`` one at a time (each under its own seed), and the global streams continue as if untouched."""
+    ds = SeededDataset(RandomAug())
+    keys = [(3, 1, i) for i in (5, 0, 17, 5, 39)]
+    torch.manual_seed(7)
+    random.seed(7)
+    expected = (torch.rand(2), random.random())
+    torch.manual_seed(7)
+    random.seed(7)
+    batch = ds.__getitems__(keys)
+    assert torch.equal(torch.rand(2), expected[0]) and random.random() == expected[1]
+    one_by_one = [ds[k] for k in keys]  # NumPy's column is the process's own stream here (see SeededDataset)
+    assert all(torch.equal(a[:3], b[:3]) for a, b in zip(batch, one_by_one))
+    assert torch.equal(batch[0][:3], batch[3][:3])  # the same key twice in a batch: the same draws
+    assert not torch.equal(batch[0][1:3], batch[2][1:3])
+    assert [int(item[0]) for item in ds.__getitems__([2, 4])] == [2, 4]  # evaluation keys: plain items
