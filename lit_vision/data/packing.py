@@ -12,6 +12,7 @@ Written here because neither torch nor Lightning offers it: torch's collate stac
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,27 +48,33 @@ def _packable(x: Any) -> bool:
             and not x.is_quantized)
 
 
+def _map(x: Any, leaf: Any) -> Any:
+    """``leaf`` applied to everything inside nested plain ``dict``/``list``/``tuple`` (rebuilt), and to ``x``
+    itself when it is none of them."""
+    if type(x) is dict:
+        return {k: _map(v, leaf) for k, v in x.items()}
+    if type(x) is list:
+        return [_map(v, leaf) for v in x]
+    if type(x) is tuple:
+        return tuple(_map(v, leaf) for v in x)
+    return leaf(x)
+
+
 def pack(obj: Any) -> tuple[dict[torch.dtype, Tensor], Any]:
     """``(buffers, skeleton)``: the packable tensors of ``obj`` concatenated per dtype, and ``obj`` with each
     replaced by its :class:`_Slot`."""
     parts: dict[torch.dtype, list[Tensor]] = {}
     sizes: dict[torch.dtype, int] = {}
 
-    def walk(x: Any) -> Any:
-        if _packable(x):
-            offset = sizes.get(x.dtype, 0)
-            parts.setdefault(x.dtype, []).append(x.reshape(-1))
-            sizes[x.dtype] = offset + x.numel()
-            return _Slot(x.dtype, offset, tuple(x.shape))
-        if type(x) is dict:
-            return {k: walk(v) for k, v in x.items()}
-        if type(x) is list:
-            return [walk(v) for v in x]
-        if type(x) is tuple:
-            return tuple(walk(v) for v in x)
-        return x
+    def slot(x: Any) -> Any:
+        if not _packable(x):
+            return x
+        offset = sizes.get(x.dtype, 0)
+        parts.setdefault(x.dtype, []).append(x.reshape(-1))
+        sizes[x.dtype] = offset + x.numel()
+        return _Slot(x.dtype, offset, tuple(x.shape))
 
-    skeleton = walk(obj)
+    skeleton = _map(obj, slot)
     return {dtype: torch.cat(chunks) for dtype, chunks in parts.items()}, skeleton
 
 
@@ -75,19 +82,10 @@ def unpack(buffers: dict[torch.dtype, Tensor], skeleton: Any) -> Any:
     """Inverse of :func:`pack`: the structure back, each packed tensor a view of its dtype's buffer
     (a top-level ``dict`` comes back as a :class:`PackedBatch`)."""
 
-    def walk(x: Any) -> Any:
-        if isinstance(x, _Slot):
-            n = 1
-            for d in x.shape:
-                n *= d
-            return buffers[x.dtype][x.offset:x.offset + n].view(x.shape)
-        if type(x) is dict:
-            return {k: walk(v) for k, v in x.items()}
-        if type(x) is list:
-            return [walk(v) for v in x]
-        if type(x) is tuple:
-            return tuple(walk(v) for v in x)
-        return x
+    def view(x: Any) -> Any:
+        if not isinstance(x, _Slot):
+            return x
+        return buffers[x.dtype][x.offset:x.offset + math.prod(x.shape)].view(x.shape)
 
-    out = walk(skeleton)
+    out = _map(skeleton, view)
     return PackedBatch(out) if type(out) is dict else out
