@@ -194,3 +194,34 @@ def test_bilevel_grey_and_cmyk_use_pillows_conversion(tmp_path: Path) -> None:
 def test_unconvertible_mode_is_named() -> None:
     with pytest.raises(DataError, match="image mode 'La' cannot be converted to RGB"):
         to_rgb(Image.new("La", (2, 2)))
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_load_all_rgb_in_turn_or_on_threads_gives_the_same_images_and_names_bad_files(
+        tmp_path: Path, threaded: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``load_all_rgb`` decodes tiny files in turn and slow ones on threads (timed on the first files): both ways
+    return every image as :func:`load_rgb` does, in order, and name a bad file among them."""
+    import lit_vision.data.checks as checks
+
+    monkeypatch.setattr(checks, "THREADED_DECODE_MIN_S", 0.0 if threaded else float("inf"))
+    calls: list[int] = []
+    real_pool = checks.ThreadPoolExecutor
+
+    def counting_pool(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real_pool(*args, **kwargs)
+
+    monkeypatch.setattr(checks, "ThreadPoolExecutor", counting_pool)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(40):  # more than the files timed in turn first
+        path = tmp_path / f"{i:02d}.png"
+        Image.fromarray(rng.integers(0, 256, (6 + i % 5, 7, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    images = checks.load_all_rgb(paths, "the test split")
+    assert bool(calls) == threaded
+    assert [np.asarray(im).tolist() for im in images] == [np.asarray(load_rgb(p)).tolist() for p in paths]
+    bad = tmp_path / "30.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"(?s)1 unreadable image.*30\.png"):
+        checks.load_all_rgb(paths, "the test split")
