@@ -42,6 +42,10 @@ class PackedBatch(dict):
     def __reduce__(self) -> tuple[Any, ...]:
         return unpack, pack(dict(self))
 
+    def __copy__(self) -> PackedBatch:
+        """Shallow, like ``dict.copy`` (torch's pin-memory thread copies a batch, then replaces its values)."""
+        return PackedBatch(self)
+
 
 def _packable(x: Any) -> bool:
     return (type(x) is Tensor and x.layout == torch.strided and x.device.type == "cpu" and not x.requires_grad

@@ -65,6 +65,9 @@ def test_pack_unpack_round_trip_keeps_structure_values_and_subclasses() -> None:
     _assert_same(out, batch)
     for via in (pickle.loads(pickle.dumps(batch)), copy.deepcopy(batch)):
         _assert_same(via, batch)
+    shallow = copy.copy(batch)  # what torch's pin-memory thread does before replacing the values
+    assert type(shallow) is PackedBatch and shallow is not batch
+    assert all(shallow[k] is batch[k] for k in batch)
 
 
 def test_through_loader_workers_a_batch_arrives_as_one_storage_per_dtype() -> None:
