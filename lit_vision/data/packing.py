@@ -36,7 +36,8 @@ class PackedBatch(dict):
 
     Only exact ``torch.Tensor`` instances on the CPU (strided, no grad) inside nested ``dict``/``list``/``tuple``
     are packed; tensor subclasses (``tv_tensors``, with their metadata), other containers and non-tensor values
-    travel as they would in a plain dict. Unpickled tensors are contiguous views of the shared buffers.
+    travel as they would in a plain dict. Unpickled tensors are contiguous views of the shared buffers; tensors
+    that shared storage in the worker arrive as separate copies (a collated batch has none).
     """
 
     def __reduce__(self) -> tuple[Any, ...]:
