@@ -15,6 +15,7 @@ import os
 import random
 import secrets
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import numpy as np
@@ -56,10 +57,25 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 _CPU = torch.default_generator
 
 
-def _seed_all(s: int) -> None:
+def _seed_torch_python(s: int) -> None:
     _CPU.manual_seed(s)
     random.seed(s)
+
+
+def _seed_all(s: int) -> None:
+    _seed_torch_python(s)
     np.random.seed(s % (1 << 32))
+
+
+@contextmanager
+def _forked_rng() -> Iterator[None]:
+    """Torch's CPU and Python's random states saved on entry and restored on exit (NumPy's: see run_seeded)."""
+    torch_state, py_state = _CPU.get_state(), random.getstate()
+    try:
+        yield
+    finally:
+        _CPU.set_state(torch_state)
+        random.setstate(py_state)
 
 
 def run_seeded(s: int, fn: Callable[..., T], *args: Any) -> T:
@@ -81,14 +97,9 @@ def run_seeded(s: int, fn: Callable[..., T], *args: Any) -> T:
     # costs ~0.1 ms a sample; a NumPy-drawing transform then draws from the process's stream, which the
     # checkpoint saves too (lit_vision/resume.py), so resuming stays exact; only its draws then depend on
     # num_workers.
-    torch_state, py_state = _CPU.get_state(), random.getstate()
-    try:
-        _CPU.manual_seed(s)
-        random.seed(s)
+    with _forked_rng():
+        _seed_torch_python(s)
         return fn(*args)
-    finally:
-        _CPU.set_state(torch_state)
-        random.setstate(py_state)
 
 
 class SeededDataset(Dataset):
@@ -123,18 +134,12 @@ class SeededDataset(Dataset):
         ``getstate``/``setstate`` alone cost ~17 us an item); each item is still read under its own seed."""
         if get_worker_info() is not None or not all(isinstance(k, tuple) for k in keys):
             return [self[k] for k in keys]
-        torch_state, py_state = _CPU.get_state(), random.getstate()
-        try:
-            items = []
+        items = []
+        with _forked_rng():
             for seed, epoch, index in keys:
-                s = sample_seed(seed, epoch, index)
-                _CPU.manual_seed(s)
-                random.seed(s)
+                _seed_torch_python(sample_seed(seed, epoch, index))
                 items.append(self._read(epoch, index))
-            return items
-        finally:
-            _CPU.set_state(torch_state)
-            random.setstate(py_state)
+        return items
 
     def _read(self, epoch: int, index: int) -> Any:
         getitem_at = getattr(self.dataset, "getitem_at", None)

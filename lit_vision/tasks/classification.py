@@ -126,7 +126,8 @@ class ImageClassifier(VisionTask):
         # log call costs ~1.2 ms of Python a step on the CPU for the same epoch value. The first step after a
         # reset (update count not above the one last logged) logs: no hook to forget in a subclass.
         count = max(m.update_count for m in metrics.values(copy_state=False))
-        if count <= self._metrics_logged.get(stage, 0) or stage not in self._metrics_logged:
+        last = self._metrics_logged.get(stage)
+        if last is None or count <= last:
             self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
             self._metrics_logged[stage] = count
         if stage == "train":
