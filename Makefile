@@ -19,7 +19,7 @@ demo: venv
 	$(BIN)/lit-vision fit --config experiments/classification/quickstart.yaml
 
 test: venv
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q --durations=30
 
 bench: venv
 	$(BIN)/python benchmarks/classification_throughput.py

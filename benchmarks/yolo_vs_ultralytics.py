@@ -4,7 +4,8 @@
         --datasets shapes --epochs 30 --output benchmarks/results/yolo_vs_ultralytics_shapes.json
 
 Both sides read one split of one dataset, written once into a work folder: ``shapes`` (the embedded shapes,
-200 train / 50 val at 128 px) or ``voc`` (``voc_sample``'s 100 photos split 80/20 by a seeded shuffle, 320 px),
+200 train / 50 val at 128 px), ``voc`` (``voc_sample``'s 100 photos split 80/20 by a seeded shuffle, 320 px) or
+``people`` (one class, ``person``, on all 140 shared photos: ``voc_sample``'s and ``coco_minicoco``'s, 320 px),
 as COCO JSON for lit_vision and as Ultralytics' YOLO layout (images, normalised ``labels/*.txt``, ``data.yaml``)
 converted from that JSON. Same image size, epochs, batch, loader workers and torch threads; from scratch.
 
@@ -27,7 +28,6 @@ import argparse
 import csv
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -37,122 +37,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yolo_vs_ultralytics_data import (  # next to this file (run as a script: its folder is on sys.path)
+    COCO_ROOT,
+    REPO,
+    VOC_ROOT,
+    epochs_for_budget,
+    prepare_people,
+    prepare_shapes,
+    prepare_voc,
+    write_yolo_dataset,
+    yolo_predictions_to_coco,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 PEER = Path(__file__).with_name("yolo_vs_ultralytics_peer.py")  # run by the scratch venv's Python
 PROBE = Path(__file__).with_name("yolo_vs_ultralytics_probe.py")  # the lit_vision side's timing callback
 LIT_VISION = Path(sys.executable).with_name("lit-vision")
-VOC_ROOT = REPO.parent / "shared" / "data" / "voc_sample" / "VOCdevkit" / "VOC2012"
-IMAGE_SIZES = {"shapes": 128, "voc": 320}
+IMAGE_SIZES = {"shapes": 128, "voc": 320, "people": 320}
 THRESHOLDS = {"score_thresh": 0.001, "nms_thresh": 0.7, "detections_per_img": 300}  # Ultralytics' val settings
-
-
-# ---------------------------------------------------------------------------------------------------- pure helpers
-def category_ids(coco: dict[str, Any]) -> list[int]:
-    """COCO category ids in class-index order (YOLO class ``k`` is the ``k``-th smallest id)."""
-    return sorted(c["id"] for c in coco["categories"])
-
-
-def coco_to_yolo_labels(coco: dict[str, Any]) -> dict[str, list[str]]:
-    """``{file_name: ["cls cx cy w h", ...]}``: YOLO label lines, normalised by the image size, for every image.
-
-    Crowd annotations (VOC's difficult objects) are no training targets on either side, so they are left out;
-    images without objects get an empty list (an empty label file: background for Ultralytics).
-    """
-    index = {cid: k for k, cid in enumerate(category_ids(coco))}
-    images = {img["id"]: img for img in coco["images"]}
-    lines: dict[str, list[str]] = {img["file_name"]: [] for img in coco["images"]}
-    for ann in coco["annotations"]:
-        if ann.get("iscrowd", 0):
-            continue
-        img = images[ann["image_id"]]
-        x, y, w, h = ann["bbox"]
-        W, H = img["width"], img["height"]
-        lines[img["file_name"]].append(
-            f"{index[ann['category_id']]} {(x + w / 2) / W:.6f} {(y + h / 2) / H:.6f} {w / W:.6f} {h / H:.6f}")
-    return lines
-
-
-def yolo_line_to_coco(line: str, width: int, height: int, categories: list[int]) -> dict[str, Any]:
-    """One YOLO line (``cls cx cy w h [conf]``, normalised) -> ``{"category_id", "bbox": [x, y, w, h][, "score"]}``
-    in pixels of a ``width`` x ``height`` image."""
-    fields = line.split()
-    cx, cy, w, h = (float(v) for v in fields[1:5])
-    out: dict[str, Any] = {"category_id": categories[int(fields[0])],
-                           "bbox": [(cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height]}
-    if len(fields) > 5:
-        out["score"] = float(fields[5])
-    return out
-
-
-def yolo_predictions_to_coco(prediction_dir: Path, coco: dict[str, Any]) -> list[dict[str, Any]]:
-    """Ultralytics' ``save_txt``/``save_conf`` files (one per image stem) as a COCO results list for ``coco``."""
-    categories, results = category_ids(coco), []
-    for img in coco["images"]:
-        path = prediction_dir / f"{Path(img['file_name']).stem}.txt"
-        for line in path.read_text().splitlines() if path.exists() else []:
-            if line.strip():
-                det = yolo_line_to_coco(line, img["width"], img["height"], categories)
-                results.append({"image_id": img["id"], **det})
-    return results
-
-
-def split_ids(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """A deterministic train/val split: sorted ids shuffled by ``seed``, the first ``val_fraction`` is val."""
-    order = sorted(ids)
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(len(order) * val_fraction))
-    return sorted(order[n_val:]), sorted(order[:n_val])
-
-
-def epochs_for_budget(budget_s: float, wall_s: float, epoch_s: list[float], max_epochs: int) -> int:
-    """Epochs a side fits in ``budget_s``: its fixed cost (process wall minus epochs) plus whole mean epochs."""
-    per_epoch = sum(epoch_s) / len(epoch_s)
-    overhead = max(0.0, wall_s - sum(epoch_s))
-    return max(1, min(max_epochs, int((budget_s - overhead) // per_epoch)))
-
-
-# ---------------------------------------------------------------------------------------------------- data
-def prepare_shapes(work: Path) -> dict[str, Path]:
-    from lit_vision.data.embedded.shapes import shapes_paths, write_shapes
-
-    p = shapes_paths(write_shapes())
-    return {"train_images": p["coco_train_images"], "train_json": p["coco_train_json"],
-            "val_images": p["coco_val_images"], "val_json": p["coco_val_json"]}
-
-
-def prepare_voc(work: Path, voc_root: Path, val_fraction: float, seed: int) -> dict[str, Path]:
-    """VOC photos split by :func:`split_ids`; the ground truth is lit_vision's VOC reader's (difficult = crowd)."""
-    from lit_vision.data.detection.voc import VOCDetectionDataset
-
-    root = work / "voc" / "VOC2012"
-    (root / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
-    for sub in ("Annotations", "JPEGImages"):
-        if not (root / sub).exists():
-            (root / sub).symlink_to(voc_root / sub)
-    ids = (voc_root / "ImageSets" / "Main" / "trainval.txt").read_text().split()
-    out: dict[str, Path] = {}
-    for split, listed in zip(("train", "val"), split_ids(ids, val_fraction, seed)):
-        (root / "ImageSets" / "Main" / f"bench_{split}.txt").write_text("".join(f"{i}\n" for i in listed))
-        out[f"{split}_json"] = work / "voc" / f"{split}.json"
-        out[f"{split}_json"].write_text(json.dumps(VOCDetectionDataset(root, f"bench_{split}").ground_truth()))
-        out[f"{split}_images"] = voc_root / "JPEGImages"
-    return out
-
-
-def write_yolo_dataset(data: dict[str, Path], out: Path) -> Path:
-    """Ultralytics' layout of the same split: ``images/<split>/`` (copies), ``labels/<split>/*.txt``, ``data.yaml``."""
-    for split in ("train", "val"):
-        coco = json.loads(data[f"{split}_json"].read_text())
-        (out / "images" / split).mkdir(parents=True, exist_ok=True)
-        (out / "labels" / split).mkdir(parents=True, exist_ok=True)
-        for file_name, lines in coco_to_yolo_labels(coco).items():
-            shutil.copy(data[f"{split}_images"] / file_name, out / "images" / split / file_name)
-            (out / "labels" / split / f"{Path(file_name).stem}.txt").write_text("".join(f"{s}\n" for s in lines))
-    names = {k: c["name"] for k, c in enumerate(sorted(coco["categories"], key=lambda c: c["id"]))}
-    (out / "data.yaml").write_text(yaml.safe_dump({"path": str(out), "train": "images/train", "val": "images/val",
-                                                   "names": names}))
-    return out / "data.yaml"
 
 
 # ---------------------------------------------------------------------------------------------------- processes
@@ -332,8 +233,12 @@ def compare(args: argparse.Namespace, dataset: str, size: int, out: dict[str, An
     """The equal-epoch pair on one dataset, then the slower side again at the faster side's wall time."""
     work = args.work_dir / dataset
     work.mkdir(parents=True, exist_ok=True)
-    data = (prepare_shapes(work) if dataset == "shapes"
-            else prepare_voc(work, args.voc_root, args.val_fraction, args.seed))
+    if dataset == "shapes":
+        data = prepare_shapes(work)
+    elif dataset == "voc":
+        data = prepare_voc(work, args.voc_root, args.val_fraction, args.seed)
+    else:
+        data = prepare_people(work, args.voc_root, args.coco_root, args.val_fraction, args.seed)
     data_yaml = write_yolo_dataset(data, work / "yolo")
 
     def side(name: str, epochs: int, tag: str) -> dict[str, Any]:
@@ -368,14 +273,15 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", choices=list(IMAGE_SIZES), default=list(IMAGE_SIZES))
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--image-size", action="append", metavar="DATASET=SIZE", default=[],
-                        help="e.g. voc=256 (defaults: shapes=128, voc=320; sizes are multiples of 32)")
+                        help="e.g. voc=256 (defaults: shapes=128, voc=320, people=320; multiples of 32)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--workers", type=int, default=0,
                         help="data loader workers on both sides (Ultralytics forces 0 when training on a CPU)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads on both sides")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="voc: share of the 100 photos held out")
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="voc, people: share of the photos held out")
     parser.add_argument("--voc-root", type=Path, default=VOC_ROOT)
+    parser.add_argument("--coco-root", type=Path, default=COCO_ROOT, help="people: coco_minicoco's folder")
     parser.add_argument("--ultra-python", type=Path, default=Path("/tmp/ultra_venv/bin/python"))
     parser.add_argument("--ultra-model", default="yolov8n.yaml")
     parser.add_argument("--ultra-extra", type=json.loads, default={}, help='JSON dict of more train() args')

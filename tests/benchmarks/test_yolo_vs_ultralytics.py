@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.yolo_vs_ultralytics import (
+from benchmarks.yolo_vs_ultralytics_data import (
     coco_to_yolo_labels,
     epochs_for_budget,
+    one_class,
     split_ids,
+    subset,
     yolo_line_to_coco,
     yolo_predictions_to_coco,
 )
@@ -75,3 +77,41 @@ def test_epochs_for_budget() -> None:
     assert epochs_for_budget(70, 100, [20, 20, 20, 20], max_epochs=4) == 2
     assert epochs_for_budget(10, 100, [20, 20, 20, 20], max_epochs=4) == 1  # at least one epoch
     assert epochs_for_budget(1000, 100, [20, 20, 20, 20], max_epochs=4) == 4  # never more than the equal-epoch run
+
+
+def test_one_class_merges_sources_and_keeps_only_that_class() -> None:
+    """Two sources with their own ids: a VOC-like one (person = 15, a difficult person as crowd) and a COCO-like one
+    (person = 1, an image with cars only). The result: one category, every image (renumbered by file name, the
+    car-only one as background), the person boxes with their crowd flags and areas; the cars are gone."""
+    voc = {"images": [{"id": 1, "file_name": "2008_b.jpg", "width": 500, "height": 375}],
+           "categories": [{"id": 15, "name": "person"}, {"id": 7, "name": "car"}],
+           "annotations": [
+               {"id": 1, "image_id": 1, "category_id": 15, "bbox": [1, 2, 3, 4], "area": 12.0, "iscrowd": 0},
+               {"id": 2, "image_id": 1, "category_id": 7, "bbox": [5, 5, 5, 5], "area": 25.0, "iscrowd": 0},
+               {"id": 3, "image_id": 1, "category_id": 15, "bbox": [9, 9, 2, 2], "area": 4.0, "iscrowd": 1}]}
+    coco = {"images": [{"id": 900, "file_name": "000_a.jpg", "width": 640, "height": 480},
+                       {"id": 901, "file_name": "000_c.jpg", "width": 640, "height": 427}],
+            "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "car"}],
+            "annotations": [
+                {"id": 50, "image_id": 900, "category_id": 1, "bbox": [10, 20, 30, 40], "iscrowd": 0,
+                 "segmentation": [[10, 20, 40, 20, 40, 60]]},  # no area given: w * h
+                {"id": 51, "image_id": 901, "category_id": 2, "bbox": [0, 0, 9, 9], "area": 81, "iscrowd": 0}]}
+    merged = one_class([voc, coco], "person")
+    assert merged["categories"] == [{"id": 1, "name": "person"}]
+    assert [(i["id"], i["file_name"], i["width"], i["height"]) for i in merged["images"]] == [
+        (1, "000_a.jpg", 640, 480), (2, "000_c.jpg", 640, 427), (3, "2008_b.jpg", 500, 375)]
+    assert merged["annotations"] == [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 20, 30, 40], "area": 1200, "iscrowd": 0},
+        {"id": 2, "image_id": 3, "category_id": 1, "bbox": [1, 2, 3, 4], "area": 12.0, "iscrowd": 0},
+        {"id": 3, "image_id": 3, "category_id": 1, "bbox": [9, 9, 2, 2], "area": 4.0, "iscrowd": 1}]
+    # The Ultralytics side gets the same objects: the crowd one is no target, the car-only photo is background.
+    assert coco_to_yolo_labels(merged)["000_c.jpg"] == [] and len(coco_to_yolo_labels(merged)["2008_b.jpg"]) == 1
+
+    val = subset(merged, ["2008_b.jpg"])
+    assert [i["id"] for i in val["images"]] == [3] and [a["id"] for a in val["annotations"]] == [2, 3]
+    assert val["categories"] == merged["categories"]
+
+    with pytest.raises(ValueError, match="two sources"):
+        one_class([coco, coco], "person")
+    with pytest.raises(ValueError, match="no category named 'dog'"):
+        one_class([voc], "dog")

@@ -136,6 +136,10 @@ class DetectionDataModule(SplitDataModule):
             with ``letterbox: true`` (recommended with mosaic: one input shape for all samples).
         close_mosaic: train the last ``close_mosaic`` epochs without mosaic (YOLOv8: 10), so the model ends on
             undistorted images; needs the trainer's ``max_epochs``.
+        translate: with ``letterbox``, YOLOv8's random affine for the samples that are not mosaics (YOLOv8: 0.1):
+            zoom by ``U(scale_range)`` about the centre, zooming in too (crops), and a shift of up to
+            ``translate * image_size``; 0 keeps every letterboxed sample centred and whole (see
+            :class:`~lit_vision.data.detection.transforms.DetectionTransform`).
         photometric: training colour jitter: ``"distort"`` (torchvision's ``RandomPhotometricDistort``), ``"yolo"``
             (YOLOv8's brightness 0.4 / saturation 0.7 gains, ~4x cheaper on the CPU) or ``"none"``.
         on_bad: ``"error"`` raises on the first bad annotation or missing file; ``"skip"`` drops them with one
@@ -157,6 +161,7 @@ class DetectionDataModule(SplitDataModule):
         letterbox: bool = False,
         mosaic: float = 0.0,
         close_mosaic: int = 0,
+        translate: float = 0.0,
         photometric: str = "distort",
         on_bad: OnBad = "error",
         verify_images: bool | None = None,
@@ -173,6 +178,9 @@ class DetectionDataModule(SplitDataModule):
                              "(YOLOv8 uses 10)")
         if photometric not in ("distort", "yolo", "none"):
             raise ValueError(f"photometric must be 'distort', 'yolo' or 'none', got {photometric!r}")
+        if translate and not letterbox:
+            raise ValueError(f"translate={translate} shifts the letterboxed square: set letterbox: true as well "
+                             "(or translate: 0)")
         # Collects the subclass's arguments too; class_names belong to the model (linked by the CLI), and
         # keeping them here as well would make Lightning's hparams merge fail when the data derives them.
         self.save_hyperparameters(ignore=["class_names"])
@@ -202,7 +210,8 @@ class DetectionDataModule(SplitDataModule):
     # ------------------------------------------------------------------ datasets
     def train_transform(self) -> Callable:
         hp = self.hparams
-        return detection_train_transforms(hp.image_size, hp.hflip, hp.scale_range, hp.photometric, hp.letterbox)
+        return detection_train_transforms(hp.image_size, hp.hflip, hp.scale_range, hp.photometric, hp.letterbox,
+                                          hp.translate)
 
     def eval_transform(self) -> Callable:
         return detection_eval_transforms(self.hparams.image_size, self.hparams.letterbox)

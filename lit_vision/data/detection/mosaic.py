@@ -45,7 +45,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from lit_vision.data.detection.base import DetectionSource, finish_item
-from lit_vision.data.detection.transforms import LETTERBOX_FILL, DetectionTransform
+from lit_vision.data.detection.transforms import LETTERBOX_FILL, DetectionTransform, box_candidates
 
 __all__ = ["Mosaic", "MosaicDataset", "MosaicParams", "mosaic_box_filter"]
 
@@ -54,16 +54,8 @@ __all__ = ["Mosaic", "MosaicDataset", "MosaicParams", "mosaic_box_filter"]
 NEAREST_EXACT = F.InterpolationMode.NEAREST_EXACT
 
 
-def mosaic_box_filter(before: Tensor, after: Tensor, min_size: float = 2.0, min_area_fraction: float = 0.1,
-                      max_aspect: float = 100.0) -> Tensor:
-    """Which boxes survive (YOLOv8's candidate rule): ``after`` (clipped) wider and taller than ``min_size``,
-    keeping more than ``min_area_fraction`` of the area of ``before`` (the same boxes, unclipped), aspect
-    ratio under ``max_aspect``. Both ``[N, 4]`` XYXY in output pixels."""
-    eps = 1e-16
-    w1, h1 = before[:, 2] - before[:, 0], before[:, 3] - before[:, 1]
-    w2, h2 = after[:, 2] - after[:, 0], after[:, 3] - after[:, 1]
-    aspect = torch.maximum(w2 / (h2 + eps), h2 / (w2 + eps))
-    return (w2 > min_size) & (h2 > min_size) & (w2 * h2 / (w1 * h1 + eps) > min_area_fraction) & (aspect < max_aspect)
+# The candidate rule is shared with the letterbox affine of the plain preset (outside mosaics).
+mosaic_box_filter = box_candidates
 
 
 @dataclass(frozen=True)
