@@ -45,17 +45,17 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from lit_vision.data.detection.base import DetectionSource, finish_item
-from lit_vision.data.detection.transforms import LETTERBOX_FILL, DetectionTransform, box_candidates
+from lit_vision.data.detection.transforms import (
+    LETTERBOX_FILL,
+    DetectionTransform,
+    box_candidates,
+)
 
-__all__ = ["Mosaic", "MosaicDataset", "MosaicParams", "mosaic_box_filter"]
+__all__ = ["Mosaic", "MosaicDataset", "MosaicParams"]
 
 # Masks are resized with pixel-centre-aligned nearest: torch's legacy "nearest" (v2's default for masks) samples
 # source pixel floor(i * scale), which shifts a mask by up to a source pixel off its box when the mosaic zooms in.
 NEAREST_EXACT = F.InterpolationMode.NEAREST_EXACT
-
-
-# The candidate rule is shared with the letterbox affine of the plain preset (outside mosaics).
-mosaic_box_filter = box_candidates
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Mosaic:
         image_size: ``s``, the output side.
         scale: range of the scale gain ``g`` (YOLOv8: ``scale=0.5``, i.e. ``(0.5, 1.5)``).
         translate: translation range, a fraction of ``s`` per axis (YOLOv8: 0.1).
-        min_size, min_area_fraction, max_aspect: the box filter (:func:`mosaic_box_filter`).
+        min_size, min_area_fraction, max_aspect: the box filter (YOLOv8's rule, :func:`.transforms.box_candidates`).
     """
 
     def __init__(self, image_size: int, scale: tuple[float, float] = (0.5, 1.5), translate: float = 0.1,
@@ -142,7 +142,7 @@ class Mosaic:
         factor = s / side  # what F.resize applies to the pixels below
         before = torch.cat(boxes) * factor
         after = before.clamp(0, s)
-        keep = mosaic_box_filter(before, after, self.min_size, self.min_area_fraction, self.max_aspect)
+        keep = box_candidates(before, after, self.min_size, self.min_area_fraction, self.max_aspect)
         out: dict[str, Any] = {
             "boxes": tv_tensors.BoundingBoxes(after[keep], format="XYXY", canvas_size=(s, s)),
             "labels": torch.cat(labels)[keep],

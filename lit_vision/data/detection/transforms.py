@@ -138,7 +138,7 @@ class DetectionTransform:
         target["boxes"] = tv_tensors.BoundingBoxes(after[keep], format="XYXY", canvas_size=(s, s))
         target["labels"] = target["labels"][keep]
         if "masks" in target:
-            masks = F.resize(target["masks"], [new_h, new_w])[keep]
+            masks = F.resize(tv_tensors.Mask(target["masks"][keep]), [new_h, new_w])  # only the kept objects
             pasted = torch.zeros((masks.shape[0], s, s), dtype=masks.dtype)
             if x1 > x0 and y1 > y0:
                 pasted[:, y0:y1, x0:x1] = masks[:, y0 - top:y1 - top, x0 - left:x1 - left]

@@ -27,8 +27,8 @@ from lit_vision.data.detection.mosaic import (
     Mosaic,
     MosaicDataset,
     MosaicParams,
-    mosaic_box_filter,
 )
+from lit_vision.data.detection.transforms import box_candidates
 from lit_vision.data.embedded.shapes import SHAPES_CLASSES, shapes_paths, write_shapes
 from lit_vision.data.resumable import ResumableSampler, SeededDataset
 
@@ -182,7 +182,7 @@ def test_box_filter_keeps_what_yolov8_keeps() -> None:
                                                               [60, 60, 80, 80]], dtype=torch.float32))
     # The aspect-ratio rule (boxes wider than an output can be at this size): 120:1 dropped, 80:1 kept.
     b = torch.tensor([[0, 0, 300, 2.5], [0, 0, 200, 2.5]])
-    assert mosaic_box_filter(b, b).tolist() == [False, True]
+    assert box_candidates(b, b).tolist() == [False, True]
 
 
 # ---------------------------------------------------------------------------------------------- determinism
