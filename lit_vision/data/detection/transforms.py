@@ -8,9 +8,9 @@ disagree with the image.
 The geometric step (resize or letterbox) is done by :class:`DetectionTransform` itself rather than by a v2
 op, because it must *record* what it did: ``target["scale"] = (sx, sy)`` and ``target["pad"] =
 (left, top, right, bottom)``, so predictions map back to original pixels exactly with
-:func:`~lit_vision.geometry.boxes_to_original` (``x = (x' - left) / sx``). ``sx``/``sy`` are the per-axis factors v2 applies to
-the boxes (new size / old size, after rounding the image size), hence the inverse is exact. Random flips
-(training only) are not recorded: nothing maps training outputs back.
+:func:`~lit_vision.geometry.boxes_to_original` (``x = (x' - left) / sx``). ``sx``/``sy`` are the per-axis
+factors v2 applies to the boxes (new size / old size, after rounding the image size), hence the inverse is exact.
+Random flips (training only) are not recorded: nothing maps training outputs back.
 
 Images leave the presets as float tensors in ``[0, 1]``, not normalized: torchvision detectors normalize
 inside the model (``GeneralizedRCNNTransform``).
