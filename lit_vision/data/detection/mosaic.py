@@ -33,7 +33,7 @@ see every key, so the switch is exact under resume and identical for any ``num_w
 **Cache.** A mosaic reads four images, so an epoch decodes each photo about four times; decoding and the resize
 to ``s`` were over half of an epoch's loading on small photo sets (people benchmark, 256 px). Ultralytics keeps
 recent resized images in a buffer; ``cache_mb`` keeps them too (least recently used first out, per loader
-process). It holds exactly what :meth:`Mosaic._resize` returns, so mosaics are the same pixels with or without it.
+process). It holds exactly what :meth:`Mosaic.fit` returns, so mosaics are the same pixels with or without it.
 """
 
 from __future__ import annotations
@@ -104,8 +104,9 @@ class Mosaic:
         translate = ((2 * u[3] - 1) * self.translate, (2 * u[4] - 1) * self.translate)
         return MosaicParams(centre, gain, translate)
 
-    def _resize(self, image: Image.Image | Tensor, target: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
-        """Longer side to ``s``, on the PIL image (cheap, uint8) before it becomes a tensor."""
+    def fit(self, image: Image.Image | Tensor, target: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+        """Longer side to ``s``, on the PIL image (cheap, uint8) before it becomes a tensor; an image already
+        fitted (what :class:`MosaicDataset` caches) passes through unchanged."""
         h, w = F.get_size(image)
         ratio = self.image_size / max(h, w)
         size = [max(1, round(h * ratio)), max(1, round(w * ratio))]
@@ -130,7 +131,7 @@ class Mosaic:
         with_masks = "masks" in samples[0][1]
         boxes, labels, pieces = [], [], []
         for k, (image, target) in enumerate(samples):
-            pixels, target = self._resize(image, target)
+            pixels, target = self.fit(image, target)
             h, w = pixels.shape[-2:]
             x0, y0 = (xc - w if k in (0, 2) else xc), (yc - h if k in (0, 1) else yc)
             # The part of this image that is both on the 2s canvas and in the window.
@@ -255,10 +256,9 @@ class MosaicDataset(Dataset):
             return piece
         image, target, image_id, path = self.plain.raw_item(index)
         h, w = F.get_size(image)
-        pixels, target = self.mosaic._resize(image, target)
+        pixels, target = self.mosaic.fit(image, target)
         piece = _Piece(pixels, target, image_id, path, (h, w))
-        size = piece.nbytes()
-        if 0 < size <= self.cache_bytes:
+        if self.cache_bytes and (size := piece.nbytes()) <= self.cache_bytes:
             self._cache[index] = piece
             self._cached_bytes += size
             while self._cached_bytes > self.cache_bytes:
