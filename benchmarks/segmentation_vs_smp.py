@@ -43,6 +43,7 @@ PEER = Path(__file__).with_name("segmentation_vs_smp_peer.py")
 RECIPE = REPO / "experiments/segmentation/quickstart.yaml"
 SMP_HEAD = {"decoder_convs": 1, "depthwise_norm": False}  # DeepLabV3Plus options that build smp's head layout
 SIDES = ("smp", "lit-vision", "lit-vision (smp's head)")
+BEFORE = "lit-vision (smp's head), before"
 
 
 def bare_networks(smp_path: str, steps: int, repeats: int) -> dict[str, Any]:
@@ -98,9 +99,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--bare-steps", type=int, default=5)
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES)
+    parser.add_argument("--before", default=None, metavar="REPO",
+                        help="an earlier checkout (git worktree) run as one more side, with smp's head: before/after "
+                             "in one run")
     parser.add_argument("--peer-fused", action="store_true",
                         help="smp's loop with AdamW(fused=True), the optimizer kernel lit-vision builds by default")
     args = parser.parse_args()
+    if "smp" not in args.sides:
+        parser.error("--sides must include smp: every ratio is to it")
     work = Path(tempfile.mkdtemp(prefix="segmentation_vs_smp_"))
     env = {**os.environ, "LIT_VISION_CACHE": str(work / "cache"), "FRAMEWORK_TAX_METRIC": "val/miou"}
     (work / f"{PROBE_MODULE}.py").write_text(PROBE_SOURCE)
@@ -109,8 +116,9 @@ def main() -> None:
                    env={**env, "PYTHONPATH": str(REPO)}, check=True, capture_output=True)
     voc = next((work / "cache").glob("shapes_*")) / "voc/VOCdevkit/VOC2012"
     runs: list[dict[str, Any]] = []
+    sides = list(args.sides) + ([BEFORE] if args.before else [])
     for r in range(args.repeats):
-        for i, side in enumerate(SIDES):
+        for i, side in enumerate(sides):
             out = work / f"side{i}-{r}"
             out.mkdir()
             result = out / "result.json"
@@ -121,8 +129,10 @@ def main() -> None:
                                   {**env, "PYTHONPATH": path}, out,
                                   out / "log.txt")
             else:
-                path = os.pathsep.join([str(work), str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-                start, wall = run([sys.executable, "-c", CLI_CODE, "fit", "--config", str(RECIPE),
+                repo = Path(args.before) if side == BEFORE else REPO
+                path = os.pathsep.join([str(work), str(repo), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+                start, wall = run([sys.executable, "-c", CLI_CODE, "fit", "--config",
+                                   str(repo / RECIPE.relative_to(REPO)),
                                    f"--trainer.max_epochs={args.epochs}", f"--seed_everything={r}",
                                    f"--data.init_args.num_train={args.num_train}",
                                    f"--trainer.logger.init_args.save_dir={out}",
@@ -146,10 +156,10 @@ def main() -> None:
 
     lines = ["| side | wall, median (runs) | / smp | first step after start | train img/s | / smp "
              "| bare network img/s | / smp | val mIoU (runs) |", "|---|---|---|---|---|---|---|---|---|"]
-    for side in SIDES:
+    for side in sides:
         walls = ", ".join(f"{r['wall']:.1f}" for r in runs if r["side"] == side)
         mious = ", ".join(f"{r['val_miou']:.3f}" for r in runs if r["side"] == side)
-        b, b0 = bare[side]["img_s_median"], bare["smp"]["img_s_median"]
+        b, b0 = bare[side.removesuffix(", before")]["img_s_median"], bare["smp"]["img_s_median"]
         lines.append(f"| {side} | {med(side, 'wall'):.1f} s ({walls}) | {med(side, 'wall') / med('smp', 'wall'):.3f} "
                      f"| {med(side, 'to_first_step'):.1f} s | {med(side, 'train_img_s'):.2f} | "
                      f"{med(side, 'train_img_s') / med('smp', 'train_img_s'):.3f} | {b:.2f} | {b / b0:.3f} "

@@ -5,161 +5,29 @@ Lightning's ``ModelCheckpoint(save_last=True)`` only refreshes ``last.ckpt`` whe
 exclusive. :class:`LastCheckpoint` writes ``last.ckpt`` at every epoch end *and* every N optimizer steps
 and/or minutes; every checkpoint file of the run goes through :class:`AtomicCheckpointIO`, so a kill during a
 write leaves the previous file intact, and the disk work after a write (``fsync``, freeing the replaced file)
-happens off the training thread.
+happens off the training thread, as do, while the fit trains, serialising and writing the file
+(``background_writes``).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any
 from weakref import proxy
 
 import lightning.pytorch as pl
-import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol, get_filesystem
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "Requeued", "remove_stale_temporaries"]
+from lit_vision.callbacks.checkpoint_io import AtomicCheckpointIO, WrittenCheckpoint, remove_stale_temporaries
 
-_TMP_MARK = ".tmp-"
-
-
-def _temporary_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}")
-
-
-def remove_stale_temporaries(directory: str | Path) -> int:
-    """Delete partial files left by a writer that was killed mid-write; returns how many were removed."""
-    removed = 0
-    directory = Path(directory)
-    if directory.is_dir():
-        for tmp in directory.glob(f".*{_TMP_MARK}*"):
-            tmp.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
-class WrittenCheckpoint(NamedTuple):
-    """The latest file :class:`AtomicCheckpointIO` wrote: where, and the moment of training it holds."""
-
-    path: str
-    global_step: int | None
-    loops: dict[str, Any] | None  # the loops' progress counters: equal only for the same point of training
-    full: bool  # with optimizer states (not weights-only)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to a hidden temporary next to the target, then ``os.replace``; the disk work after it
-    (``fsync``, freeing the replaced file's blocks) on a background thread.
-
-    Lightning's own writer serialises to memory and then writes the target in place, so a SIGKILL during the
-    write truncates the very file a restart needs. A rename within a directory is atomic on POSIX filesystems:
-    readers see the old file or the new one, and the new one is complete when ``save_checkpoint`` returns.
-
-    What is not on the training thread (measured for a ResNet-18 + AdamW checkpoint, 136 MB, on the CI machine:
-    write 0.13-0.28 s, ``fsync`` 0.22 s, replacing or deleting the previous file 0.11 s, twice per epoch with a
-    best and a last checkpoint, ~15 % of the quickstart's wall time):
-
-    * ``fsync`` of the written file and its directory (durability against a power loss, which a process kill
-      does not need: the page cache survives it). Done after the rename, so a machine crash in the window
-      before it can lose the newest file's data on filesystems without ext4's replace-by-rename ordering.
-    * freeing the old file's blocks: it is hard-linked to a hidden name before the rename, so the rename only
-      drops a name; the hidden name is deleted in the background (and by :func:`remove_stale_temporaries` if
-      the process dies first). :meth:`remove_checkpoint` renames to a hidden name the same way.
-
-    Background work runs in order on one thread; ``teardown`` (the end of ``fit``/``validate``/...) waits for
-    it. Remote (fsspec) paths keep Lightning's behaviour.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._worker: ThreadPoolExecutor | None = None
-        self.last_written: WrittenCheckpoint | None = None
-        self._pending: list[Future] = []
-        self._trash_count = 0
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        if storage_options is not None or not _is_local_file_protocol(path):
-            super().save_checkpoint(checkpoint, path, storage_options)
-            return
-        target = Path(path)
-        get_filesystem(str(target)).makedirs(str(target.parent), exist_ok=True)
-        tmp = _temporary_name(target)
-        f = open(tmp, "wb")  # closed by the background work, after its fsync (the inode, whatever its name then)
-        try:
-            torch.save(checkpoint, f)
-            f.flush()
-            old = self._set_aside(target)  # the previous file, if any, now also under a hidden name
-            os.replace(tmp, target)
-        except BaseException:
-            f.close()
-            tmp.unlink(missing_ok=True)
-            raise
-        self._submit(_sync_and_delete, f, target.parent, old)
-        # What LastCheckpoint needs to know that this file already holds the state it would write.
-        self.last_written = WrittenCheckpoint(str(target), checkpoint.get("global_step"), checkpoint.get("loops"),
-                                              "optimizer_states" in checkpoint)
-
-    def link_checkpoint(self, source: str | Path, path: str | Path) -> None:
-        """``path`` becomes a second name of the file ``source`` (a hard link, put in place by a rename)."""
-        target = Path(path)
-        tmp = _temporary_name(target)
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(source, tmp)
-        except OSError:  # no hard links on this filesystem
-            shutil.copyfile(source, tmp)
-        old = self._set_aside(target)
-        os.replace(tmp, target)
-        self._submit(_sync_and_delete, None, target.parent, old)
-
-    def remove_checkpoint(self, path: Any) -> None:
-        if not _is_local_file_protocol(path) or not Path(path).is_file():
-            super().remove_checkpoint(path)
-            return
-        hidden = self._trash_name(Path(path))
-        os.replace(path, hidden)  # gone under its name now; its blocks are freed in the background
-        self._submit(_sync_and_delete, None, None, hidden)
-
-    def wait(self) -> None:
-        """Wait for the background work (the written files are durable then); raise the first error it met."""
-        pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()
-
-    def teardown(self) -> None:
-        """Wait for the background work; raise the first error it met."""
-        self.wait()
-        super().teardown()
-
-    def _set_aside(self, target: Path) -> Path | None:
-        if not target.is_file():
-            return None
-        hidden = self._trash_name(target)
-        try:
-            os.link(target, hidden)
-        except OSError:  # no hard links on this filesystem: the rename frees the old blocks itself
-            return None
-        return hidden
-
-    def _trash_name(self, target: Path) -> Path:
-        self._trash_count += 1
-        return target.with_name(f".{target.name}{_TMP_MARK}{os.getpid()}-old{self._trash_count}")
-
-    def _submit(self, fn: Any, *args: Any) -> None:
-        if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lit_vision-checkpoint-io")
-        self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
-        self._pending.append(self._worker.submit(fn, *args))
+__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "Requeued", "WrittenCheckpoint", "remove_stale_temporaries"]
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -171,22 +39,15 @@ def _equal(a: Any, b: Any) -> bool:
         return False
 
 
-def _sync_and_delete(written: BinaryIO | None, directory: Path | None, old: Path | None) -> None:
-    """Background part of a save: make the ``written`` file (still open) and its directory entry durable, close
-    it, then free ``old``'s blocks."""
-    if written is not None:
-        try:
-            os.fsync(written.fileno())
-        finally:
-            written.close()
-    if directory is not None and hasattr(os, "O_DIRECTORY"):  # the rename itself; Windows has no directory fsync
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    if old is not None:
-        old.unlink(missing_ok=True)
+def _uploads_each_save(trainer: pl.Trainer) -> bool:
+    """Whether a logger reads every checkpoint file right after its save (Lightning's W&B ``log_model="all"``, or
+    ``True`` with ``save_top_k=-1``): those files must be complete when the save returns."""
+    for logger in trainer.loggers:
+        mode = getattr(logger, "_log_model", False)
+        if mode == "all" or (mode is True and any(getattr(cb, "save_top_k", None) == -1
+                                                   for cb in trainer.checkpoint_callbacks)):
+            return True
+    return False
 
 
 class Requeued(SystemExit):
@@ -220,9 +81,16 @@ class LastCheckpoint(ModelCheckpoint):
         dirpath: where to write; default: the logger's ``<version>/checkpoints`` (like ``ModelCheckpoint``).
         every_n_train_steps: also write every this many optimizer steps (0: only at epoch ends).
         every_n_minutes: also write when this many minutes passed since the last write (0: off).
+        background_writes: from the first training step to the end of training, every checkpoint of the run (this
+            one's and the other callbacks') is serialised and written on a background thread: the save copies the
+            state into reused host buffers (one more copy of the checkpoint in host memory) and training goes on.
+            The files are complete when ``fit`` returns; in between, ``trainer.strategy.checkpoint_io.wait()`` waits
+            for them. Off while a logger uploads each checkpoint as it is saved (W&B ``log_model: all``), and
+            with ``False``.
     """
 
-    def __init__(self, dirpath: str | None = None, every_n_train_steps: int = 0, every_n_minutes: float = 0) -> None:
+    def __init__(self, dirpath: str | None = None, every_n_train_steps: int = 0, every_n_minutes: float = 0,
+                 background_writes: bool = True) -> None:
         if every_n_train_steps < 0 or every_n_minutes < 0:
             raise ValueError(f"LastCheckpoint cadence must be >= 0, got every_n_train_steps={every_n_train_steps}, "
                              f"every_n_minutes={every_n_minutes}")
@@ -230,6 +98,7 @@ class LastCheckpoint(ModelCheckpoint):
                          enable_version_counter=False)
         self.every_n_train_steps_last = int(every_n_train_steps)
         self.every_n_minutes = float(every_n_minutes)
+        self.background_writes = bool(background_writes)
         self._last_write_time = time.monotonic()
         self._requeue_signal: int | None = None
         self._requeue_command: list[str] | None = None
@@ -269,6 +138,16 @@ class LastCheckpoint(ModelCheckpoint):
         self._requeue_pending = None
         if self._requeue_signal is not None and stage == "fit" and threading.current_thread() is threading.main_thread():
             self._previous_handler = signal.signal(self._requeue_signal, self._on_signal)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        io = trainer.strategy.checkpoint_io
+        if isinstance(io, AtomicCheckpointIO) and self.background_writes and not _uploads_each_save(trainer):
+            io.background_writes = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        io = trainer.strategy.checkpoint_io
+        if isinstance(io, AtomicCheckpointIO):
+            io.background_writes = False  # a save after the fit (trainer.save_checkpoint) is complete at return
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._previous_handler is not None and threading.current_thread() is threading.main_thread():
@@ -372,6 +251,6 @@ class LastCheckpoint(ModelCheckpoint):
             written = io.last_written
             if (written.full and written.global_step == trainer.global_step and written.path != filepath
                     and _equal(written.loops, trainer._checkpoint_connector._get_loops_state_dict())
-                    and Path(written.path).is_file() and Path(written.path).parent == Path(filepath).parent):
+                    and io.holds(written.path) and Path(written.path).parent == Path(filepath).parent):
                 source = written.path
         return trainer.strategy.broadcast(source)

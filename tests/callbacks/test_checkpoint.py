@@ -49,6 +49,7 @@ class RecordLastWrites(Callback):
         self.path, self.seen = path, []
 
     def on_train_batch_end(self, trainer: Trainer, *args: object) -> None:
+        trainer.strategy.checkpoint_io.wait()  # the background writes queued so far are on disk
         if self.path.exists():
             step = torch.load(self.path, weights_only=True, map_location="cpu")["global_step"]
             if not self.seen or self.seen[-1] != step:
@@ -82,6 +83,7 @@ def test_last_checkpoint_names_the_best_file_when_it_holds_the_same_state(tmp_pa
             self.same_inode: list[bool] = []
 
         def check(self, trainer: Trainer) -> None:  # after the previous epoch's writes (they end the epoch)
+            trainer.strategy.checkpoint_io.wait()
             best = Path(trainer.checkpoint_callback.best_model_path)
             self.same_inode.append(best.stat().st_ino == (tmp_path / "last.ckpt").stat().st_ino)
 

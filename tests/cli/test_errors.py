@@ -109,13 +109,19 @@ def test_top_level_help_lists_the_commands_without_importing_torch() -> None:
     assert "IMPORTED []" in out
 
 
-def test_heap_is_frozen_at_exit_not_before() -> None:
-    """A Lightning subcommand registers ``gc.freeze`` to run at exit (Python's shutdown collections then skip the
-    heap torch and Lightning built: ~1 s); ``main()`` itself, called in a test or notebook, leaves it collectable."""
+def test_heap_is_frozen_during_the_run_and_at_exit_not_after_main() -> None:
+    """A Lightning subcommand freezes the imports' objects while it runs (full collections then skip them) and
+    registers ``gc.freeze`` to run at exit (Python's shutdown collections skip the heap torch and Lightning built:
+    ~1 s); ``main()`` itself, called in a test or notebook, leaves the heap collectable when it returns."""
     code = ("import atexit, gc, sys\nfrom lit_vision.cli import main\n"
+            "import lit_vision.cli.lightning_cli as lc\n"
+            "real = lc.run_main\n"
+            "def probe(*a, **k):\n    print('FROZEN DURING', gc.get_freeze_count() > 10000, flush=True)\n"
+            "    return real(*a, **k)\n"
+            "lc.run_main = probe\n"
             "atexit.register(lambda: print('FROZEN AT EXIT', gc.get_freeze_count() > 0, flush=True))\n"
             "sys.argv = ['lit-vision', 'fit', '--help']\n"
             "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
             "print('FROZEN AFTER MAIN', gc.get_freeze_count() > 0, flush=True)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "FROZEN AFTER MAIN False" in out and "FROZEN AT EXIT True" in out
+    assert "FROZEN DURING True" in out and "FROZEN AFTER MAIN False" in out and "FROZEN AT EXIT True" in out

@@ -1,0 +1,158 @@
+"""AtomicCheckpointIO's background writes: a point-in-time snapshot, written off the calling thread, in call order."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lit_vision.callbacks.checkpoint import LastCheckpoint
+from lit_vision.callbacks.checkpoint_io import AtomicCheckpointIO, _Snapshot
+from tests.callbacks.test_checkpoint import Tiny
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
+def test_a_background_save_holds_the_state_at_the_call_not_at_the_write(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[bool] = []
+    real_save = torch.save
+    release = threading.Event()
+
+    def slow_save(obj: object, f: object) -> None:  # the write waits until the caller has changed the tensors
+        threads.append(threading.current_thread() is threading.main_thread())
+        release.wait(10)
+        real_save(obj, f)
+
+    monkeypatch.setattr(torch, "save", slow_save)
+    io, target = AtomicCheckpointIO(background_writes=True), tmp_path / "last.ckpt"
+    w = torch.arange(12.0).reshape(3, 4)
+    state = {"global_step": 3, "w": w, "nested": {"m": [w * 2]}, "rng": torch.get_rng_state()}
+    io.save_checkpoint(state, target)
+    assert not target.exists() and io.holds(target)  # queued, not yet written
+    w.add_(100.0)  # training goes on and changes the weights in place
+    state["nested"]["m"][0].zero_()
+    release.set()
+    io.wait()
+    loaded = load(target)
+    assert threads == [False]
+    assert torch.equal(loaded["w"], torch.arange(12.0).reshape(3, 4))
+    assert torch.equal(loaded["nested"]["m"][0], torch.arange(12.0).reshape(3, 4) * 2)
+    assert loaded["global_step"] == 3 and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_the_snapshot_reuses_the_previous_buffers_and_keeps_strides_and_sharing() -> None:
+    snap = _Snapshot()
+    conv = torch.randn(2, 3, 4, 5).to(memory_format=torch.channels_last)
+    expanded = torch.ones(3, 1).expand(3, 4)  # overlapping memory: torch's own copy
+    state = {"a": conv, "tied": [conv, conv], "b": torch.zeros(7), "e": expanded, "step": 1}
+    copy, buffers = snap.take(state)
+    assert copy["a"] is copy["tied"][0] is copy["tied"][1]  # one tensor stays one tensor
+    assert copy["a"].stride() == conv.stride() and torch.equal(copy["a"], conv)
+    assert copy["a"].data_ptr() != conv.data_ptr() and torch.equal(copy["e"], expanded)
+    assert copy["step"] == 1 and len(buffers) == 2
+    snap.give_back(buffers)
+    conv.mul_(2)
+    again, buffers2 = snap.take(state)
+    assert again["a"].data_ptr() == copy["a"].data_ptr() and torch.equal(again["a"], conv)  # reused, new values
+    snap.give_back(buffers2)
+    other, _ = snap.take({"a": torch.zeros(3), "b": torch.zeros(7)})  # another shape: a fresh buffer
+    assert other["a"].data_ptr() != copy["a"].data_ptr() and other["a"].shape == (3,)
+
+
+def test_queued_writes_links_and_removals_happen_in_call_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f: (release.wait(10), real_save(obj, f)))
+    io = AtomicCheckpointIO(background_writes=True)
+    best, last, old = tmp_path / "best.ckpt", tmp_path / "last.ckpt", tmp_path / "old.ckpt"
+    io.save_checkpoint({"global_step": 1}, old)
+    io.save_checkpoint({"global_step": 2, "optimizer_states": []}, best)
+    io.link_checkpoint(best, last)  # the source is still a queued write
+    io.remove_checkpoint(old)  # so is the file removed
+    assert io.last_written.path == str(best) and io.last_written.full
+    release.set()
+    io.teardown()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert best.stat().st_ino == last.stat().st_ino and load(last)["global_step"] == 2
+
+
+def test_a_failed_background_write_is_raised_at_the_next_save_and_leaves_the_previous_file(tmp_path: Path) -> None:
+    io, target = AtomicCheckpointIO(background_writes=True), tmp_path / "last.ckpt"
+    io.save_checkpoint({"global_step": 1}, target)
+    io.wait()
+
+    class Unpicklable:
+        def __reduce__(self) -> tuple:
+            raise RuntimeError("disk full")
+
+    io.save_checkpoint({"global_step": 2, "bad": Unpicklable()}, target)
+    for future in list(io._pending):
+        future.exception()  # let the write finish
+    with pytest.raises(RuntimeError, match="disk full"):
+        io.save_checkpoint({"global_step": 3}, target)
+    assert load(target)["global_step"] == 1 and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+class Seen(Callback):
+    def __init__(self) -> None:
+        self.background: list[bool] = []
+
+    def on_train_batch_start(self, trainer: Trainer, *args: object) -> None:
+        self.background.append(trainer.strategy.checkpoint_io.background_writes)
+
+
+def fit_states(tmp_path: Path, background: bool, logger: object = False) -> tuple[dict, dict, list[bool], Trainer]:
+    torch.manual_seed(0)
+    seen = Seen()
+    best = ModelCheckpoint(dirpath=tmp_path, monitor="val/score", mode="max", filename="best")
+    trainer = Trainer(default_root_dir=tmp_path, max_epochs=3, logger=logger, enable_progress_bar=False,
+                      enable_model_summary=False, accelerator="cpu",
+                      callbacks=[best, LastCheckpoint(dirpath=str(tmp_path), every_n_train_steps=2,
+                                                      background_writes=background), seen])
+    trainer.fit(Tiny())
+    return load(tmp_path / "last.ckpt"), load(tmp_path / "best.ckpt"), seen.background, trainer
+
+
+def test_a_fit_writes_the_same_files_with_and_without_background_writes(tmp_path: Path) -> None:
+    last_bg, best_bg, seen_bg, trainer = fit_states(tmp_path / "bg", True)
+    last_fg, best_fg, seen_fg, _ = fit_states(tmp_path / "fg", False)
+    assert set(seen_bg) == {True} and set(seen_fg) == {False}
+    assert not trainer.strategy.checkpoint_io.background_writes  # a save after the fit is complete at return
+    for a, b in ((last_bg, last_fg), (best_bg, best_fg)):
+        assert a["global_step"] == b["global_step"] and a["loops"] == b["loops"]
+        assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in b["state_dict"])
+        assert a["optimizer_states"][0]["state"].keys() == b["optimizer_states"][0]["state"].keys()
+    assert last_bg["global_step"] == 15 and best_bg["global_step"] == 5
+
+
+def test_a_logger_that_uploads_each_save_keeps_the_writes_on_the_calling_thread(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    class Uploading(CSVLogger):
+        _log_model = "all"  # what W&B's log_model="all" sets: it reads each file right after the save
+
+    _, _, seen, _ = fit_states(tmp_path, True, logger=Uploading(tmp_path))
+    assert set(seen) == {False}
+
+
+def test_a_channels_last_model_resumes_from_a_background_written_file(tmp_path: Path) -> None:
+    class Conv(Tiny):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 2, 1).to(memory_format=torch.channels_last)
+
+    io = AtomicCheckpointIO(background_writes=True)
+    model = Conv()
+    io.save_checkpoint({"state_dict": model.state_dict()}, tmp_path / "c.ckpt")
+    io.teardown()
+    fresh = Conv()
+    fresh.load_state_dict(load(tmp_path / "c.ckpt")["state_dict"])
+    assert torch.equal(fresh.conv.weight, model.conv.weight)
+    assert fresh.conv.weight.is_contiguous(memory_format=torch.channels_last)
