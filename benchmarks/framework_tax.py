@@ -6,6 +6,9 @@ as a plain PyTorch script and as timm's ``train.py``, each a fresh process, in t
     # before/after in one run: an earlier revision (git worktree) with the venv it needs, and this checkout
     python benchmarks/framework_tax.py --lit "before=OLD_VENV/bin/python:/tmp/wt_before" \\
         --lit "after=NEW_VENV/bin/python:." --timm-train /tmp/timm_train/train.py
+    # a variant with extra arguments: the same checkout without the non-finite guard
+    python benchmarks/framework_tax.py --lit "lit-vision=$PWD/.venv/bin/python:$PWD" \\
+        --lit "guard off=$PWD/.venv/bin/python:$PWD" --lit-args "guard off=--model.init_args.nonfinite off"
 
 * plain: ``benchmarks/framework_tax_plain.py`` (torch + torchvision only; no checkpoint, log or progress bar), as a
   researcher writes it (torch's default ``foreach`` AdamW); plain-fused: the same with ``AdamW(fused=True)``, the
@@ -28,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -105,8 +109,12 @@ def main() -> None:
     parser.add_argument("--lit", action="append", default=[], metavar="NAME=PYTHON[:REPO]",
                         help="lit-vision variants (default: this venv and checkout); e.g. a git worktree of an "
                              "earlier revision run with another venv, for before/after in one run")
+    parser.add_argument("--lit-args", action="append", default=[], metavar="NAME=ARGS",
+                        help="extra command-line arguments for the lit-vision variant NAME (shell-quoted), e.g. "
+                             "\"guard off=--model.init_args.nonfinite off\"")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
+    extra = {name: shlex.split(rest) for name, _, rest in (spec.partition("=") for spec in args.lit_args)}
     if args.timm_train is None and "timm" in args.sides:
         args.sides.remove("timm")
     variants = {"lit-vision": (sys.executable, str(REPO))}
@@ -143,7 +151,7 @@ def main() -> None:
                                    str(Path(repo) / "experiments/classification/quickstart.yaml"),
                                    f"--trainer.max_epochs={args.epochs}", f"--seed_everything={r}",
                                    f"--trainer.logger.init_args.save_dir={out}",
-                                   f"--trainer.callbacks+={PROBE_MODULE}.Probe"],
+                                   f"--trainer.callbacks+={PROBE_MODULE}.Probe", *extra.get(side, [])],
                                   {**env, "FRAMEWORK_TAX_PROBE": str(result), "PYTHONPATH": path}, out,
                                   out / "log.txt")
                 res = json.loads(result.read_text())
