@@ -149,6 +149,10 @@ class LastCheckpoint(ModelCheckpoint):
         if isinstance(io, AtomicCheckpointIO):
             io.background_writes = False  # a save after the fit (trainer.save_checkpoint) is complete at return
 
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        super().on_exception(trainer, pl_module, exception)  # Lightning's save_on_exception, if set
+        self.on_train_end(trainer, pl_module)  # an interrupted fit too (the writes already queued still complete)
+
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._previous_handler is not None and threading.current_thread() is threading.main_thread():
             signal.signal(self._requeue_signal, self._previous_handler)

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO, NamedTuple
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol, get_filesystem
+from lightning.fabric.utilities.rank_zero import rank_zero_warn
 from lightning_utilities.core.apply_func import apply_to_collection
 
 __all__ = ["AtomicCheckpointIO", "WrittenCheckpoint", "remove_stale_temporaries"]
@@ -159,8 +160,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         # What LastCheckpoint needs to know that this file already holds (or will hold) the state it would write.
         written = WrittenCheckpoint(str(target), checkpoint.get("global_step"), checkpoint.get("loops"),
                                     "optimizer_states" in checkpoint)
+        snapshot = None
         if self.background_writes:
-            snapshot, buffers = self._snapshot.take(checkpoint)
+            try:
+                snapshot, buffers = self._snapshot.take(checkpoint)
+            except Exception as err:  # noqa: BLE001  e.g. a frozen dataclass in the state: write it here instead
+                rank_zero_warn(f"checkpoint {target.name} is written on the training thread: its state could not be "
+                               f"copied for a background write ({err!r})")
+        if snapshot is not None:
             with self._lock:
                 self._queued_paths[str(target)] = self._queued_paths.get(str(target), 0) + 1
             self._submit_ordered(self._write_queued, snapshot, target, buffers)
@@ -252,8 +259,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             future.result()
 
     def teardown(self) -> None:
-        """Wait for the background work; raise the first error it met."""
-        self.wait()
+        """Wait for the background work; raise the first error it met. The snapshot buffers are freed."""
+        try:
+            self.wait()
+        finally:
+            self._snapshot = _Snapshot()
         super().teardown()
 
     def _raise_failed(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,34 @@ def test_a_channels_last_model_resumes_from_a_background_written_file(tmp_path: 
     fresh.load_state_dict(load(tmp_path / "c.ckpt")["state_dict"])
     assert torch.equal(fresh.conv.weight, model.conv.weight)
     assert fresh.conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@dataclass(frozen=True)
+class Frozen:  # apply_to_collection refuses frozen dataclasses
+    w: torch.Tensor
+
+
+def test_a_state_that_cannot_be_copied_is_written_on_the_calling_thread(tmp_path: Path) -> None:
+    io, target = AtomicCheckpointIO(background_writes=True), tmp_path / "last.ckpt"
+    with pytest.warns(UserWarning, match="written on the training thread"):
+        io.save_checkpoint({"global_step": 1, "x": Frozen(torch.ones(2))}, target)
+    assert target.is_file()  # complete at return
+    assert torch.equal(torch.load(target, weights_only=False)["x"].w, torch.ones(2))
+    io.teardown()
+
+
+def test_an_interrupted_fit_leaves_later_saves_synchronous(tmp_path: Path) -> None:
+    class Interrupt(Callback):
+        def on_train_batch_end(self, trainer: Trainer, *args: object) -> None:
+            if trainer.global_step == 3:
+                raise RuntimeError("bad batch")
+
+    trainer = Trainer(default_root_dir=tmp_path, max_epochs=3, logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, accelerator="cpu",
+                      callbacks=[LastCheckpoint(dirpath=str(tmp_path), every_n_train_steps=1), Interrupt()])
+    with pytest.raises(RuntimeError, match="bad batch"):
+        trainer.fit(Tiny())
+    assert not trainer.strategy.checkpoint_io.background_writes
+    assert load(tmp_path / "last.ckpt")["global_step"] == 2  # the write queued before the stop is on disk
+    trainer.save_checkpoint(tmp_path / "after.ckpt")
+    assert (tmp_path / "after.ckpt").is_file()
