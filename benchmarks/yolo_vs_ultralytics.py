@@ -130,7 +130,8 @@ def lit_vision_config(args: argparse.Namespace, data: dict[str, Path], size: int
     # to the run's, as Ultralytics' schedule follows its epochs.
     sched = (model.get("lr_scheduler") or {}).get("init_args") or {}
     for key in ("total_iters", "T_max"):
-        if sched.get(key) == recipe_epochs and model.get("lr_scheduler_interval", "epoch") == "epoch":
+        if (sched.get(key) == recipe_epochs != epochs
+                and model.get("lr_scheduler_interval", "epoch") == "epoch"):
             sched[key] = epochs
             notes.append(f"lr_scheduler {key} {recipe_epochs} -> {epochs}")
     print(f"  lit_vision config: {'; '.join(notes) or 'recipe unchanged apart from data and epochs'}", flush=True)
