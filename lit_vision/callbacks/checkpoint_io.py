@@ -146,6 +146,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self._pending: list[Future] = []
         self._last_ordered: Future | None = None  # the last queued write/link/remove (one worker: FIFO)
         self._queued_paths: dict[str, int] = {}  # target -> writes queued for it and not finished
+        self._failed_paths: set[str] = set()  # targets whose last background write failed
         self._lock = threading.Lock()
         self._trash_count = 0
         self._snapshot = _Snapshot()
@@ -180,6 +181,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             self._write(checkpoint, target, background=True)
             self._snapshot.give_back(buffers)
+            self._failed_paths.discard(str(target))
+        except BaseException:
+            self._failed_paths.add(str(target))  # a link queued behind it must not name an older file of that name
+            raise
         finally:
             with self._lock:
                 left = self._queued_paths.get(str(target), 1) - 1
@@ -219,6 +224,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             self._link(Path(source), Path(path), False)
 
     def _link(self, source: Path, target: Path, background: bool) -> None:
+        if str(source) in self._failed_paths:
+            raise RuntimeError(f"{target} was not linked to {source}: the background write of {source} failed")
         tmp = _temporary_name(target)
         tmp.unlink(missing_ok=True)
         try:

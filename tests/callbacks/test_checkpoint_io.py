@@ -101,6 +101,29 @@ def test_a_failed_background_write_is_raised_at_the_next_save_and_leaves_the_pre
     assert load(target)["global_step"] == 1 and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
+def test_a_link_queued_behind_a_failed_write_does_not_name_the_older_file(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    io, best, last = AtomicCheckpointIO(background_writes=True), tmp_path / "best.ckpt", tmp_path / "last.ckpt"
+    io.save_checkpoint({"global_step": 1}, best)
+    io.wait()
+    release = threading.Event()
+    real_save = torch.save
+
+    def failing_save(obj: dict, f: object) -> None:
+        release.wait(10)
+        if obj["global_step"] == 2:
+            raise OSError(28, "No space left on device")
+        real_save(obj, f)
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    io.save_checkpoint({"global_step": 2, "optimizer_states": []}, best)  # fails in the background
+    io.link_checkpoint(best, last)  # queued behind it: best.ckpt still holds step 1 when it runs
+    release.set()
+    with pytest.raises(OSError, match="No space left"):
+        io.teardown()
+    assert not last.exists() and load(best)["global_step"] == 1
+
+
 class Seen(Callback):
     def __init__(self) -> None:
         self.background: list[bool] = []
