@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
@@ -258,12 +259,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             else:
                 self._submit(_sync_and_delete, None, None, hidden)
 
-    def wait(self) -> None:
-        """Wait for the background work (the written files are complete and durable then); raise the first error
-        it met."""
-        pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()
+    def wait(self, raise_errors: bool = True) -> None:
+        """Wait for all the background work (the written files are complete and durable then); raise the first
+        error it met, or with ``raise_errors=False`` keep the failed work for the next save or ``teardown`` to
+        raise (for a caller already stopping the run with an error of its own)."""
+        futures.wait(self._pending)
+        failed = [f for f in self._pending if f.exception() is not None]
+        self._pending = [] if raise_errors else failed
+        if raise_errors and failed:
+            raise failed[0].exception()
 
     def teardown(self) -> None:
         """Wait for the background work; raise the first error it met. The snapshot buffers are freed."""

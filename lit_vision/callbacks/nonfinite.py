@@ -34,6 +34,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_vision import distributed
+from lit_vision.callbacks.checkpoint_io import AtomicCheckpointIO
 
 __all__ = ["NonFiniteGuard", "NonFiniteLossError"]
 
@@ -309,12 +310,9 @@ def _non_finite_keys(state_dict: Mapping[str, Any]) -> list[str]:
 
 def _last_checkpoint(trainer: pl.Trainer) -> str | None:
     """The newest checkpoint a ModelCheckpoint wrote (``best_model_path`` already names the refused one)."""
-    wait = getattr(trainer.strategy.checkpoint_io, "wait", None)
-    if wait is not None:  # AtomicCheckpointIO's background writes: the files exist (or failed) once it returns
-        try:
-            wait()
-        except Exception:
-            pass  # a failed write is named by whatever it raised at teardown; here only the files that exist
+    io = trainer.strategy.checkpoint_io
+    if isinstance(io, AtomicCheckpointIO):  # background writes: the files exist (or failed) once it returns
+        io.wait(raise_errors=False)  # a failed write is still raised at teardown; here only the files that exist
     paths = [getattr(cb, "_last_checkpoint_saved", "") for cb in trainer.checkpoint_callbacks
              if isinstance(cb, ModelCheckpoint)]
     paths = [p for p in paths if p and Path(p).exists()]

@@ -101,6 +101,20 @@ def test_a_failed_background_write_is_raised_at_the_next_save_and_leaves_the_pre
     assert load(target)["global_step"] == 1 and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
+def test_waiting_without_raising_keeps_the_error_for_teardown(tmp_path: Path) -> None:
+    class Unpicklable:
+        def __reduce__(self) -> tuple:
+            raise RuntimeError("disk full")
+
+    io = AtomicCheckpointIO(background_writes=True)
+    io.save_checkpoint({"global_step": 1, "bad": Unpicklable()}, tmp_path / "a.ckpt")
+    io.save_checkpoint({"global_step": 2}, tmp_path / "b.ckpt")
+    io.wait(raise_errors=False)  # what the non-finite guard does before naming the last file: all work done
+    assert (tmp_path / "b.ckpt").is_file() and not (tmp_path / "a.ckpt").exists()
+    with pytest.raises(RuntimeError, match="disk full"):
+        io.teardown()
+
+
 def test_a_link_queued_behind_a_failed_write_does_not_name_the_older_file(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     io, best, last = AtomicCheckpointIO(background_writes=True), tmp_path / "best.ckpt", tmp_path / "last.ckpt"
