@@ -50,6 +50,20 @@ def _uploads_each_save(trainer: pl.Trainer) -> bool:
     return False
 
 
+class _FileExistsAfterQueuedWrite:
+    """``ModelCheckpoint.file_exists`` (which picks ``-v1`` names and decides top-k removals) for a file that a
+    background write will create: wait for that write first, so the check sees what a synchronous save left."""
+
+    def __init__(self, callback: ModelCheckpoint, io: AtomicCheckpointIO) -> None:
+        self.original = type(callback).file_exists.__get__(callback)
+        self.io = io
+
+    def __call__(self, filepath: Any, trainer: pl.Trainer) -> bool:
+        if trainer.is_global_zero and self.io.queued(filepath):
+            self.io.wait(raise_errors=False)  # an error is raised at the next save or at teardown
+        return self.original(filepath, trainer)
+
+
 class Requeued(SystemExit):
     """Raised on every rank once ``last.ckpt`` holds the state after a requeue signal (and the job was requeued).
 
@@ -84,8 +98,9 @@ class LastCheckpoint(ModelCheckpoint):
         background_writes: from the first training step to the end of training, every checkpoint of the run (this
             one's and the other callbacks') is serialised and written on a background thread: the save copies the
             state into reused host buffers (one more copy of the checkpoint in host memory) and training goes on.
-            The files are complete when ``fit`` returns; in between, ``trainer.strategy.checkpoint_io.wait()`` waits
-            for them. Off while a logger uploads each checkpoint as it is saved (W&B ``log_model: all``), and
+            The files are complete when ``fit`` returns (on every rank: the others wait for rank 0 at the end of
+            training); in between, ``trainer.strategy.checkpoint_io.wait()`` waits for them. Off while a logger
+            uploads each checkpoint as it is saved (W&B ``log_model: all``), and
             with ``False``.
     """
 
@@ -143,15 +158,38 @@ class LastCheckpoint(ModelCheckpoint):
         io = trainer.strategy.checkpoint_io
         if isinstance(io, AtomicCheckpointIO) and self.background_writes and not _uploads_each_save(trainer):
             io.background_writes = True
+            for callback in trainer.checkpoint_callbacks:
+                if isinstance(callback, ModelCheckpoint) and "file_exists" not in vars(callback):
+                    callback.file_exists = _FileExistsAfterQueuedWrite(callback, io)  # type: ignore[method-assign]
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        io = trainer.strategy.checkpoint_io
-        if isinstance(io, AtomicCheckpointIO):
-            io.background_writes = False  # a save after the fit (trainer.save_checkpoint) is complete at return
+        io = self._stop_background_writes(trainer)
+        if io is not None and trainer.world_size > 1:
+            # Only rank 0 writes, and its teardown waits for the writes: the other ranks would return from fit
+            # (and may read best_model_path) before the files exist. Rank 0 waits here and tells them how it went.
+            error = None
+            if trainer.is_global_zero:
+                io.wait(raise_errors=False)  # rank 0 raises its own error at teardown
+                error = io.first_error()
+            error = trainer.strategy.broadcast(None if error is None else repr(error))
+            if error is not None and not trainer.is_global_zero:
+                raise RuntimeError(f"rank 0 failed to write a checkpoint of this run: {error}")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         super().on_exception(trainer, pl_module, exception)  # Lightning's save_on_exception, if set
-        self.on_train_end(trainer, pl_module)  # an interrupted fit too (the writes already queued still complete)
+        self._stop_background_writes(trainer)  # the writes already queued still complete (teardown waits); no
+        # collective here: the other ranks may not be in an exception
+
+    @staticmethod
+    def _stop_background_writes(trainer: pl.Trainer) -> AtomicCheckpointIO | None:
+        io = trainer.strategy.checkpoint_io
+        if not isinstance(io, AtomicCheckpointIO):
+            return None
+        io.background_writes = False  # a save after the fit (trainer.save_checkpoint) is complete at return
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(vars(callback).get("file_exists"), _FileExistsAfterQueuedWrite):
+                del callback.file_exists
+        return io
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._previous_handler is not None and threading.current_thread() is threading.main_thread():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from collections.abc import Mapping
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -59,41 +60,50 @@ class _Snapshot:
     40-200 ms to clone, 15-30 ms to copy into buffers already touched). Device tensors are copied to pinned host
     buffers (``torch.save`` moves them to the host anyway), so the snapshot adds no device memory; the file then
     holds host tensors, which every loader (``--ckpt_path``, ``load_state_dict``) moves to the parameters' device.
-    A tensor that appears twice (tied weights) is copied once, so the file keeps the sharing.
+
+    The copy is made per *storage*, as ``torch.save`` writes them: every tensor becomes a view of its storage's
+    copy with the same offset, sizes and strides. So tensors that share memory (tied weights, which a
+    ``state_dict`` hands over as two different detached tensors) still share it in the file, and the file is the
+    one a synchronous save would write.
     """
 
     def __init__(self) -> None:
-        self._spare: list[torch.Tensor] = []  # the buffers of the last completed write
+        self._spare: list[torch.Tensor] = []  # the storage copies (uint8) of the last completed write
         self._lock = threading.Lock()
 
     def take(self, checkpoint: dict[str, Any]) -> tuple[dict[str, Any], list[torch.Tensor]]:
         with self._lock:
             spare, self._spare = self._spare, []
         buffers: list[torch.Tensor] = []
-        copies: dict[int, torch.Tensor] = {}
-        device_copy = False
+        storages: dict[tuple[str, int], torch.Tensor] = {}  # (device, data_ptr) -> its host copy, as uint8
+        devices: set[torch.device] = set()
 
         def copy(t: torch.Tensor) -> torch.Tensor:
-            nonlocal device_copy
-            if id(t) in copies:
-                return copies[id(t)]
-            if t.layout != torch.strided or type(t) not in (torch.Tensor, torch.nn.Parameter) or not _dense(t):
-                out = t.detach().to("cpu", copy=True)  # sparse, a subclass, an expanded view: torch's own copy
-            else:
+            t = t.detach()
+            if (t.layout != torch.strided or type(t) not in (torch.Tensor, torch.nn.Parameter) or t.is_quantized
+                    or t.is_conj() or t.is_neg() or t.device.type == "meta"):
+                return t.to("cpu", copy=True)  # sparse, a subclass, a lazy conj view: torch's own copy
+            storage = t.untyped_storage()
+            key = (str(t.device), storage.data_ptr())
+            host = storages.get(key)
+            if host is None:
+                source = torch.empty(0, dtype=torch.uint8, device=t.device).set_(storage)
                 i = len(buffers)
-                reuse = i < len(spare) and spare[i].shape == t.shape and spare[i].dtype == t.dtype \
-                    and spare[i].stride() == t.stride()
-                out = spare[i] if reuse else torch.empty_strided(
-                    t.shape, t.stride(), dtype=t.dtype, pin_memory=t.is_cuda and torch.cuda.is_available())
-                out.copy_(t.detach(), non_blocking=t.is_cuda)
-                device_copy |= t.is_cuda
-                buffers.append(out)
-            copies[id(t)] = out
-            return out
+                pin = t.is_cuda and torch.cuda.is_available()
+                reuse = i < len(spare) and spare[i].numel() == source.numel() and spare[i].is_pinned() == pin
+                host = spare[i] if reuse else torch.empty(source.numel(), dtype=torch.uint8, pin_memory=pin)
+                host.copy_(source, non_blocking=t.is_cuda)
+                if t.is_cuda:
+                    devices.add(t.device)
+                buffers.append(host)
+                storages[key] = host
+            view = torch.empty(0, dtype=t.dtype)
+            return view.set_(host.untyped_storage(), t.storage_offset(), t.size(), t.stride())
 
         snapshot = apply_to_collection(checkpoint, torch.Tensor, copy)
-        if device_copy:
-            torch.cuda.synchronize()  # the non-blocking device-to-host copies are complete before the write reads them
+        _keep_metadata(checkpoint, snapshot)
+        for device in devices:  # the non-blocking device-to-host copies are complete before the write reads them
+            torch.cuda.synchronize(device)
         return snapshot, buffers
 
     def give_back(self, buffers: list[torch.Tensor]) -> None:
@@ -101,12 +111,20 @@ class _Snapshot:
             self._spare = buffers
 
 
-def _dense(t: torch.Tensor) -> bool:
-    """Whether ``t``'s elements fill its memory without overlap in a layout ``empty_strided`` can rebuild."""
-    if t.is_contiguous():
-        return True
-    return (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)) or (
-        t.dim() == 5 and t.is_contiguous(memory_format=torch.channels_last_3d))
+def _keep_metadata(source: Any, copy: Any) -> None:
+    """Put back the ``_metadata`` of ``state_dict`` mappings (module versions that ``load_state_dict`` hands to
+    ``_load_from_state_dict``), which ``apply_to_collection`` drops when it rebuilds a dict: the file then holds
+    what a synchronous save writes."""
+    if isinstance(source, Mapping) and isinstance(copy, Mapping):
+        if hasattr(source, "_metadata") and not hasattr(copy, "_metadata"):
+            copy._metadata = source._metadata  # type: ignore[attr-defined]
+        for key, value in source.items():
+            if isinstance(value, (Mapping, list, tuple)) and key in copy:
+                _keep_metadata(value, copy[key])
+    elif isinstance(source, (list, tuple)) and isinstance(copy, (list, tuple)) and len(source) == len(copy):
+        for a, b in zip(source, copy):
+            if isinstance(a, (Mapping, list, tuple)):
+                _keep_metadata(a, b)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -130,9 +148,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     * with ``background_writes`` (what :class:`~lit_vision.callbacks.LastCheckpoint` turns on while a fit trains):
       serialising and writing the file. The save copies the checkpoint's tensors into host buffers reused from
       the previous save (:class:`_Snapshot`) and returns; the file appears under its name when the background
-      write renames it. Removing and linking files queue behind the writes, so the order of operations is the
-      order of the calls. Off (the default for a directly built writer): the file is complete when the save
-      returns.
+      write renames it. One write at a time: a save first waits for the previous one (so writes that fall
+      behind slow the saves down rather than pile up copies). Removing and linking files queue behind the
+      writes, so the order of operations is the order of the calls; a removal behind a failed write is refused
+      (the top-k's previous best stays), and :meth:`load_checkpoint` of a queued file waits for it. Off (the
+      default for a directly built writer): the file is complete when the save returns.
 
     Background work runs in order on one thread; :meth:`wait` and ``teardown`` (the end of
     ``fit``/``validate``/...) wait for it, and an error it met is raised there or at the next save. Remote
@@ -148,6 +168,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self._last_ordered: Future | None = None  # the last queued write/link/remove (one worker: FIFO)
         self._queued_paths: dict[str, int] = {}  # target -> writes queued for it and not finished
         self._failed_paths: set[str] = set()  # targets whose last background write failed
+        self._write_failures = 0  # background writes that failed so far (a removal queued behind one refuses)
         self._lock = threading.Lock()
         self._trash_count = 0
         self._snapshot = _Snapshot()
@@ -156,7 +177,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or not _is_local_file_protocol(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        self._raise_failed()
+        # At most one background write at a time: a save waits for the previous one (and raises its error), so
+        # writes that fall behind slow the saves down instead of piling up snapshots, and the snapshot reuses that
+        # write's buffers (one copy of the checkpoint in host memory, not one per queued save).
+        self._settle()
         target = Path(path)
         get_filesystem(str(target.parent)).makedirs(str(target.parent), exist_ok=True)
         # What LastCheckpoint needs to know that this file already holds (or will hold) the state it would write.
@@ -174,7 +198,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 self._queued_paths[str(target)] = self._queued_paths.get(str(target), 0) + 1
             self._submit_ordered(self._write_queued, snapshot, target, buffers)
         else:
-            self._wait_ordered()  # writes queued earlier land first
             self._write(checkpoint, target)
         self.last_written = written
 
@@ -185,6 +208,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             self._failed_paths.discard(str(target))
         except BaseException:
             self._failed_paths.add(str(target))  # a link queued behind it must not name an older file of that name
+            self._write_failures += 1
             raise
         finally:
             with self._lock:
@@ -213,7 +237,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def holds(self, path: str | Path) -> bool:
         """Whether ``path`` is a file now or a queued background write will create it."""
-        return str(path) in self._queued_paths or Path(path).is_file()
+        return self.queued(path) or Path(path).is_file()
+
+    def queued(self, path: str | Path) -> bool:
+        """Whether a background write of ``path`` is queued or running."""
+        return str(path) in self._queued_paths
+
+    def load_checkpoint(self, path: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Lightning's load, after the queued write of ``path`` (e.g. a tuner's temporary file, saved then restored
+        within a fit)."""
+        if _is_local_file_protocol(path) and self.queued(path):
+            self._settle()
+        return super().load_checkpoint(path, *args, **kwargs)
 
     def link_checkpoint(self, source: str | Path, path: str | Path) -> None:
         """``path`` becomes a second name of the file ``source`` (a hard link, put in place by a rename); after the
@@ -246,11 +281,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         self._raise_failed()
         if self._ordered_outstanding():  # the file may be a queued write: remove it after that write, in order
-            self._submit_ordered(self._remove, Path(path), True)
+            self._submit_ordered(self._remove, Path(path), True, self._write_failures)
         else:
-            self._remove(Path(path), False)
+            self._remove(Path(path), False, self._write_failures)
 
-    def _remove(self, path: Path, background: bool) -> None:
+    def _remove(self, path: Path, background: bool, failures_before: int) -> None:
+        if self._write_failures > failures_before:
+            # A write queued before this removal failed: with ModelCheckpoint's top-k, that was the new best file and
+            # this is the old one, now the only copy. Keep it (a synchronous save would have raised before removing).
+            raise RuntimeError(f"{path} was not removed: a checkpoint write queued before the removal failed")
         if path.is_file():
             hidden = self._trash_name(path)
             os.replace(path, hidden)  # gone under its name now; its blocks are freed in the background
@@ -268,6 +307,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self._pending = [] if raise_errors else failed
         if raise_errors and failed:
             raise failed[0].exception()
+
+    def first_error(self) -> BaseException | None:
+        """The error of the first failed background work not raised yet (``None`` if none failed so far)."""
+        for future in self._pending:
+            if future.done() and future.exception() is not None:
+                return future.exception()
+        return None
 
     def teardown(self) -> None:
         """Wait for the background work; raise the first error it met. The snapshot buffers are freed."""
@@ -303,9 +349,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def _ordered_outstanding(self) -> bool:
         return self._last_ordered is not None and not self._last_ordered.done()
 
-    def _wait_ordered(self) -> None:
+    def _settle(self) -> None:
+        """Wait for the queued writes, links and removals; raise the first error of finished work (once)."""
         if self._last_ordered is not None:
-            self._last_ordered.result()  # an error is raised here (and stays pending for wait/_raise_failed)
+            futures.wait([self._last_ordered])
+        self._raise_failed()
 
     def _submit_ordered(self, fn: Any, *args: Any) -> None:
         self._submit(fn, *args)

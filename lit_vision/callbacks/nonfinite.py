@@ -181,8 +181,9 @@ class NonFiniteGuard(Callback):
         if src is None:
             return
         self.skipped += 1
-        message = _broadcast(self._message(trainer, first, False) if first else "", src)
-        if self.skipped > self.max_skips:
+        stopping = self.skipped > self.max_skips
+        message = _broadcast(self._message(trainer, first, False, stopping) if first else "", src)
+        if stopping:
             raise NonFiniteLossError(f"{self.max_skips} bad steps were skipped already (max_nonfinite_skips), "
                                      f"stopping at this one: {message}")
         for group in optimizer.param_groups:  # no gradient: torch optimizers leave the weight and its state alone
@@ -191,7 +192,7 @@ class NonFiniteGuard(Callback):
         if self._saved_buffers is not None:  # the bad forward pass updated BatchNorm statistics: undo it
             torch._foreach_copy_(list(pl_module.buffers()), self._saved_buffers)
         rank_zero_warn(f"skipped non-finite step {self.skipped} of at most {self.max_skips}: "
-                       + message.split("; training stopped")[0])
+                       + message)
 
     def _snapshot_buffers(self, pl_module: pl.LightningModule) -> None:
         live = list(pl_module.buffers())
@@ -203,8 +204,9 @@ class NonFiniteGuard(Callback):
             torch._foreach_copy_(saved, live)
 
     # ------------------------------------------------------------------ the message
-    def _message(self, trainer: pl.Trainer, step: _Step, saving: bool) -> str:
-        """Global step, epoch, batch, rank, loss terms, learning rate and sample paths of the first bad step."""
+    def _message(self, trainer: pl.Trainer, step: _Step, saving: bool, stopping: bool = True) -> str:
+        """Global step, epoch, batch, rank, loss terms, learning rate and sample paths of the first bad step; when
+        ``stopping``, also the last checkpoint written (which waits for the background writes: not for a skip)."""
         loss_bad = bool(step.loss_bad) if step.loss_bad is not None else False
         what = "loss" if loss_bad or step.grad_bad is None else "gradient (with a finite loss)"
         where = f" on rank {trainer.global_rank} of {trainer.world_size}" if trainer.world_size > 1 else ""
@@ -225,6 +227,8 @@ class NonFiniteGuard(Callback):
             shown = [str(p) for p in list(step.paths)[:MAX_PATHS]]
             parts.append(f"; batch samples: {', '.join(shown)}"
                          + (f" (first {len(shown)} of {len(step.paths)})" if len(step.paths) > len(shown) else ""))
+        if not stopping:
+            return "".join(parts)
         parts.append("; training stopped" + (" instead of writing a checkpoint" if saving else ""))
         parts.append(f": no checkpoint was written after global step {step.global_step}")
         last = _last_checkpoint(trainer)

@@ -139,7 +139,13 @@ def test_check_gradients_false_leaves_the_gradients_to_the_next_loss() -> None:
             callbacks=[NonFiniteGuard(check_gradients=False)])
 
 
-def test_skip_drops_bad_steps_leaving_weights_untouched_then_stops() -> None:
+def test_skip_drops_bad_steps_leaving_weights_untouched_then_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lit_vision.callbacks import nonfinite
+
+    looked_up: list[int] = []  # naming the last checkpoint waits for background writes: only when stopping
+    last_checkpoint = nonfinite._last_checkpoint
+    monkeypatch.setattr(nonfinite, "_last_checkpoint",
+                        lambda t: (looked_up.append(t.global_step), last_checkpoint(t))[1])
     recorder = StepRecorder(keep_weights=True)
     model = TinyTask(poison={3: "image", 5: "loss", 6: "grad", 9: "loss"}, nonfinite="skip", max_nonfinite_skips=3,
                      optimizer=functools.partial(torch.optim.AdamW, lr=1e-2, weight_decay=0.1))
@@ -152,6 +158,7 @@ def test_skip_drops_bad_steps_leaving_weights_untouched_then_stops() -> None:
     assert "skipped non-finite step 2 of at most 3: non-finite loss at global step 5 " in skipped[1]
     assert "non-finite gradient (with a finite loss) at global step 6 " in skipped[2]
     assert "3 bad steps were skipped already" in str(err.value) and "global step 9 " in str(err.value)
+    assert looked_up == [9] and "training stopped" not in skipped[0]
     for step in (3, 5, 6):  # parameters, BatchNorm statistics and AdamW's state as before the bad batch
         for key, value in recorder.before[step].items():
             assert torch.equal(value, recorder.after[step][key]), (step, key)
