@@ -93,7 +93,9 @@ class TaskAlignedAssigner(nn.Module):
         inside = torch.stack([x - x0, y - y0, x1 - x, y1 - y], dim=-1).amin(-1) > self.eps  # [B, M, A]
         candidates = inside & gt_valid.unsqueeze(-1)
 
-        ious = batched_box_iou(gt_boxes, pred_boxes).clamp(min=0)  # [B, M, A]
+        # Only candidates' overlaps count (as in YOLOv8): a padded slot (zeros) against a zero-area predicted box
+        # is 0/0, and one NaN would spread through the amax below to every anchor of its image.
+        ious = torch.where(candidates, batched_box_iou(gt_boxes, pred_boxes).clamp(min=0), 0.0)  # [B, M, A]
         class_scores = scores.gather(2, gt_labels.unsqueeze(1).expand(b, a, m)).transpose(1, 2)  # [B, M, A]
         align = class_scores.pow(self.alpha) * ious.pow(self.beta) * candidates
 

@@ -65,10 +65,15 @@ def make_points(sizes: Sequence[tuple[int, int]], strides: Sequence[int], device
 
 
 def decode_boxes(box_logits: Tensor, points: Tensor, strides: Tensor) -> Tensor:
-    """Expected side distances of ``box_logits [B, A, 4, R]`` -> XYXY pixel boxes ``[B, A, 4]``."""
-    bins = torch.arange(box_logits.shape[-1], device=box_logits.device, dtype=box_logits.dtype)
-    dist = box_logits.softmax(-1).matmul(bins) * strides.view(1, -1, 1)  # [B, A, 4]
-    return torch.cat([points - dist[..., :2], points + dist[..., 2:]], dim=-1)
+    """Expected side distances of ``box_logits [B, A, 4, R]`` -> XYXY pixel boxes ``[B, A, 4]``, in float32.
+
+    Outside autocast: under ``bf16-mixed`` the matmul would run in bf16 and quantise every distance to 2^-8 of
+    its value (up to ~2 px at stride 32), in the boxes the assigner, the CIoU loss and evaluation all use.
+    """
+    with torch.autocast(box_logits.device.type, enabled=False):
+        bins = torch.arange(box_logits.shape[-1], device=box_logits.device, dtype=torch.float32)
+        dist = box_logits.float().softmax(-1).matmul(bins) * strides.view(1, -1, 1)  # [B, A, 4]
+        return torch.cat([points - dist[..., :2], points + dist[..., 2:]], dim=-1)
 
 
 __all__ = ["DecoupledHead", "decode_boxes", "make_points"]

@@ -56,3 +56,22 @@ def test_assignments_equal_the_previous_assigner(seed: int, counts: list[int]) -
     assert fg.any() == (sum(counts) > 0)
     assert torch.equal(fg, r_fg) and torch.equal(labels[fg], r_labels[fg]) and torch.equal(boxes[fg], r_boxes[fg])
     torch.testing.assert_close(soft, r_soft, rtol=0, atol=1e-7)
+
+
+def test_a_padded_slot_against_a_zero_area_prediction_changes_nothing() -> None:
+    """A padded ground-truth slot (zeros) and a predicted box of zero width made 0/0 = NaN in the IoU, which the
+    per-image amax spread to every anchor of that image (a NaN loss for the batch)."""
+    points, strides = make_points([(8, 8), (4, 4), (2, 2)], [8, 16, 32], torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, len(points), 4, 16, generator=g)
+    logits[1, 70, [0, 2]] = torch.tensor([30.0] + [0.0] * 15)  # all mass on bin 0, left and right: width 0
+    pred = decode_boxes(logits, points, strides)
+    assert pred[1, 70, 2] == pred[1, 70, 0]
+    targets = [{"boxes": torch.tensor([[10.0, 10.0, 40.0, 40.0], [20.0, 20.0, 60.0, 50.0]]), "labels": torch.tensor([0, 1])},
+               {"boxes": torch.tensor([[5.0, 5.0, 30.0, 30.0]]), "labels": torch.tensor([2])}]  # image 1: one padded slot
+    scores = torch.rand(2, len(points), 3, generator=g)
+    assigner = TaskAlignedAssigner()
+    _, _, soft, foreground = assigner(scores, pred, points, *pad_targets(targets, torch.device("cpu")))
+    assert torch.isfinite(soft).all() and foreground[1].any()
+    _, _, alone, alone_fg = assigner(scores[1:], pred[1:], points, *pad_targets(targets[1:], torch.device("cpu")))
+    assert torch.equal(soft[1], alone[0]) and torch.equal(foreground[1], alone_fg[0])  # as if it were not padded

@@ -243,3 +243,30 @@ def test_batched_postprocess_equals_the_per_image_loop(top_n: int, per_img: int)
     for n, o in zip(new, old):
         assert torch.equal(n["labels"], o["labels"]) and torch.equal(n["scores"], o["scores"])
         assert torch.equal(n["boxes"], o["boxes"])
+
+
+def test_decoding_stays_float32_under_bf16_autocast() -> None:
+    """Under bf16-mixed the expectation over the bins ran in bf16: distances quantised to 2^-8 of their value."""
+    points, strides = make_points([(8, 8), (4, 4), (2, 2)], [8, 16, 32], torch.device("cpu"))
+    logits = torch.randn(2, len(points), 4, 16, generator=torch.Generator().manual_seed(0)) * 3
+    exact = decode_boxes(logits, points, strides)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = decode_boxes(logits, points, strides)
+        in_bf16 = logits.softmax(-1).matmul(torch.arange(16.0)) * strides.view(1, -1, 1)  # what autocast does
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, exact)
+    assert (in_bf16.float()[..., 2:] - (exact[..., 2:] - points)).abs().max() > 0.1  # the error avoided (px)
+
+
+def test_nms_treats_small_boxes_alike_in_every_image_of_a_large_batch() -> None:
+    """32 images x 80 classes: one offset (image * K + class) reached 1.6 M px, where float32 steps by 0.125 px,
+    so the IoU NMS saw for two 4-px boxes (0.6327) depended on the image: 0.6332 in the first, 0.6410 in the last."""
+    from lit_vision.models.detection.yolo import select_detections
+
+    b, k = 32, 80
+    points = torch.tensor([[102.0, 102.0], [102.9, 102.0], [600.0, 600.0]])
+    boxes = torch.tensor([[100.0, 100.0, 104.0, 104.0], [100.9, 100.0, 104.9, 104.0], [560.0, 560.0, 640.0, 640.0]])
+    scores = torch.zeros(b, 3, k)
+    scores[:, 0, 79], scores[:, 1, 79], scores[:, 2, 0] = 0.9, 0.8, 0.5  # the large box makes the span 641 px
+    out_boxes, _, labels, image = select_detections(scores, boxes.expand(b, 3, 4), points, 640, 640, pre_nms_top_n=10,
+                                                    score_thresh=0.1, nms_thresh=0.635, detections_per_img=10)
+    assert torch.bincount(image[labels == 79], minlength=b).tolist() == [2] * b  # IoU 0.6327 < 0.635 everywhere
