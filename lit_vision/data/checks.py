@@ -35,6 +35,11 @@ class DataError(ValueError):
     """Bad input data: the message names the offending path and the problem."""
 
 
+# What reading an image can raise: PIL's OSError for truncated data, SyntaxError / ValueError for broken headers,
+# and DecompressionBombError (an Exception, not an OSError) for images over Image.MAX_IMAGE_PIXELS (~179 MP).
+IMAGE_READ_ERRORS: tuple[type[Exception], ...] = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
 def is_hidden(path: Path) -> bool:
     """Hidden files (``.DS_Store``, ``._foo.jpg`` from macOS) are never data."""
     return path.name.startswith(".")
@@ -64,7 +69,7 @@ def check_image(path: str | Path) -> str | None:
         return "file does not exist"
     except UnidentifiedImageError:
         return "not a readable image (unknown or corrupt format)"
-    except (OSError, SyntaxError, ValueError) as err:  # PIL raises OSError for truncated data
+    except IMAGE_READ_ERRORS as err:  # PIL raises OSError for truncated data
         return f"unreadable image ({err})"
     return None
 
@@ -118,7 +123,7 @@ def oriented_size(path: str | Path) -> OrientedSize:
     try:
         with Image.open(path) as im:
             return _sizes(im)
-    except (OSError, SyntaxError, ValueError) as err:
+    except IMAGE_READ_ERRORS as err:
         raise DataError(f"cannot read image {path}: {err}") from err
 
 
@@ -208,7 +213,7 @@ def load_rgb(path: str | Path, annotated: tuple[int, int] | None = None, where: 
         with Image.open(path) as im:
             size = _sizes(im)
             rgb = to_rgb(im)
-    except (OSError, SyntaxError, ValueError) as err:  # includes to_rgb's DataError, which does not name the file
+    except IMAGE_READ_ERRORS as err:  # includes to_rgb's DataError, which does not name the file
         raise DataError(f"cannot read image {path}: {err}") from err
     if size.orientation != 1 and (annotated is None or exif_applies(size, annotated, path, where)):
         rgb = rgb.transpose(EXIF_TRANSPOSE[size.orientation])

@@ -19,7 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["PackedBatch", "pack", "unpack"]
+__all__ = ["SMALL_BYTES", "PackedBatch", "pack", "unpack"]
+
+SMALL_BYTES = 64 * 1024  # unpacked tensors under this size are copies, not views of the batch's buffer
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,11 @@ class PackedBatch(dict):
 
     Only exact ``torch.Tensor`` instances on the CPU (strided, no grad) inside nested ``dict``/``list``/``tuple``
     are packed; tensor subclasses (``tv_tensors``, with their metadata), other containers and non-tensor values
-    travel as they would in a plain dict. Unpickled tensors are contiguous views of the shared buffers; tensors
-    that shared storage in the worker arrive as separate copies (a collated batch has none).
+    travel as they would in a plain dict. Unpickled tensors are contiguous views of the shared buffers, except small
+    ones (under :data:`SMALL_BYTES`: boxes, labels), which are copied out: a view would keep its whole buffer
+    alive, i.e. code that keeps a batch's targets (a metric accumulating them over an epoch) would hold every
+    image of every batch. Tensors that shared storage in the worker arrive as separate copies (a collated batch
+    has none).
     """
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -90,7 +95,9 @@ def unpack(buffers: dict[torch.dtype, Tensor], skeleton: Any) -> Any:
     def view(x: Any) -> Any:
         if not isinstance(x, _Slot):
             return x
-        return buffers[x.dtype][x.offset:x.offset + math.prod(x.shape)].view(x.shape)
+        buffer, numel = buffers[x.dtype], math.prod(x.shape)
+        out = buffer[x.offset:x.offset + numel].view(x.shape)
+        return out.clone() if numel < buffer.numel() and numel * buffer.element_size() < SMALL_BYTES else out
 
     out = _map(skeleton, view)
     return PackedBatch(out) if type(out) is dict else out

@@ -225,3 +225,17 @@ def test_load_all_rgb_in_turn_or_on_threads_gives_the_same_images_and_names_bad_
     bad.write_bytes(b"not an image")
     with pytest.raises(DataError, match=r"(?s)1 unreadable image.*30\.png"):
         checks.load_all_rgb(paths, "the test split")
+
+
+def test_an_image_over_pillows_pixel_limit_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pillow's DecompressionBombError (images over ``Image.MAX_IMAGE_PIXELS``, ~179 MP; lowered here) is an
+    ``Exception``, not an ``OSError``: it used to escape every check and loader without naming the file."""
+    from lit_vision.data.classification.fast_decode import RandomResizedCropDecode
+
+    path = tmp_path / "scan.jpg"
+    Image.new("RGB", (200, 150), (90, 120, 30)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # 30,000 pixels: over twice the limit, an error
+    assert "exceeds limit" in check_image(path)
+    for read in (load_rgb, oriented_size, RandomResizedCropDecode(32)):
+        with pytest.raises(DataError, match=f"cannot read image {path}"):
+            read(path)

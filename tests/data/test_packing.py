@@ -14,11 +14,11 @@ from lit_vision.data.detection.transforms import detection_collate
 from lit_vision.data.packing import PackedBatch, pack, unpack
 
 
-def _sample(i: int) -> dict[str, Any]:
+def _sample(i: int, h: int = 8, w: int = 10) -> dict[str, Any]:
     g = torch.Generator().manual_seed(i)
     n = i % 3  # 0, 1 or 2 objects: an empty box tensor too
     return {
-        "image": torch.rand(3, 8 + i, 10, generator=g),  # sizes differ per image
+        "image": torch.rand(3, h + i, w, generator=g),  # sizes differ per image
         "target": {"boxes": torch.rand(n, 4, generator=g) * 8, "labels": torch.arange(n) + i,
                    "iscrowd": torch.zeros(n, dtype=torch.bool), "scale": (0.5, 0.25), "pad": (1, 2, 3, 4),
                    "image_id": i, "canvas": tv_tensors.BoundingBoxes(torch.tensor([[0.0, 0, 2, 2]]), format="XYXY",
@@ -28,11 +28,14 @@ def _sample(i: int) -> dict[str, Any]:
 
 
 class _Samples(Dataset):
+    def __init__(self, h: int = 8, w: int = 10) -> None:
+        self.h, self.w = h, w
+
     def __len__(self) -> int:
         return 6
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return _sample(i)
+        return _sample(i, self.h, self.w)
 
 
 def _assert_same(a: Any, b: Any) -> None:
@@ -71,14 +74,15 @@ def test_pack_unpack_round_trip_keeps_structure_values_and_subclasses() -> None:
 
 
 def test_through_loader_workers_a_batch_arrives_as_one_storage_per_dtype() -> None:
-    loader = DataLoader(_Samples(), batch_size=3, num_workers=2, collate_fn=detection_collate)
+    """One transfer per dtype; the images arrive as views of it, the small targets as copies of their own (a view
+    would keep every image of the batch alive as long as anything kept its boxes)."""
+    loader = DataLoader(_Samples(100, 100), batch_size=3, num_workers=2, collate_fn=detection_collate)
     batches = list(loader)
     assert len(batches) == 2
     for k, got in enumerate(batches):
-        _assert_same(got, detection_collate([_sample(i) for i in range(3 * k, 3 * k + 3)]))
-        plain = [t for t in got["image"]] + [t for tg in got["target"] for t in (tg["boxes"], tg["labels"],
-                                                                                 tg["iscrowd"])]
-        storages = {t.untyped_storage().data_ptr() for t in plain}
-        assert len(plain) == 12 and len(storages) == 3  # float32, int64, bool: three transfers, not twelve
-        got["target"][0]["boxes"].mul_(0)  # views of one buffer: writing one leaves its neighbours alone
-        assert torch.equal(got["image"][0], _sample(3 * k)["image"])
+        _assert_same(got, detection_collate([_sample(i, 100, 100) for i in range(3 * k, 3 * k + 3)]))
+        assert len({t.untyped_storage().data_ptr() for t in got["image"]}) == 1  # 120 KB each: views, one buffer
+        small = [t for tg in got["target"] for t in (tg["boxes"], tg["labels"], tg["iscrowd"])]
+        assert all(t.untyped_storage().nbytes() == t.nbytes for t in small)  # nothing more is held for them
+        got["target"][0]["boxes"].mul_(0)  # writing one leaves its neighbours alone
+        assert torch.equal(got["image"][0], _sample(3 * k, 100, 100)["image"])

@@ -34,6 +34,7 @@ from torchvision.transforms.v2 import functional as F
 
 from lit_vision.data.checks import (
     EXIF_TRANSPOSE,
+    IMAGE_READ_ERRORS,
     DataError,
     exif_orientation,
     to_rgb,
@@ -93,7 +94,7 @@ def decode_crop(path: str | Path, plan: Plan, crop_first: bool, full: Finish | N
     """
     try:
         im = Image.open(path)
-    except (OSError, SyntaxError, ValueError) as err:
+    except IMAGE_READ_ERRORS as err:
         raise DataError(f"cannot read image {path}: {err}") from err
     with im:
         try:
@@ -108,7 +109,7 @@ def decode_crop(path: str | Path, plan: Plan, crop_first: bool, full: Finish | N
             rgb = im if im.mode == "RGB" else to_rgb(im)  # no copy of what is RGB already
             if drafted is None and orientation != 1:
                 rgb = rgb.transpose(EXIF_TRANSPOSE[orientation])
-        except (OSError, SyntaxError, ValueError) as err:  # incl. to_rgb's DataError, which does not name the file
+        except IMAGE_READ_ERRORS as err:  # incl. to_rgb's DataError, which does not name the file
             raise DataError(f"cannot read image {path}: {err}") from err
         if drafted is None:
             return (full or _resample_full(crop_first))(rgb, box, out_size)
@@ -134,7 +135,7 @@ def shown_size(path: str | Path) -> Size:
         with Image.open(path) as im:
             w, h = im.size
             return (h, w) if exif_orientation(im) >= 5 else (w, h)
-    except (OSError, SyntaxError, ValueError) as err:
+    except IMAGE_READ_ERRORS as err:
         raise DataError(f"cannot read image {path}: {err}") from err
 
 

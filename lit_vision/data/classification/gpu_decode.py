@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision.transforms.v2 import functional as F
 
-from lit_vision.data.checks import load_rgb
+from lit_vision.data.checks import DataError, load_rgb
 from lit_vision.data.classification.imagefolder import ImageFolderDataModule
 from lit_vision.data.gpu_augment import DeviceNormalizeFlip, split_for_device
 
@@ -71,18 +71,25 @@ class DecodeOnDevice:
     def __init__(self, per_image: Callable[[Tensor], Tensor], finish: DeviceNormalizeFlip) -> None:
         self.per_image, self.finish = per_image, finish
 
-    def decode(self, data: list[Tensor], device: torch.device) -> list[Tensor]:
-        """``uint8 [3, H, W]`` images on ``device``: the encoded ones in one batched ``decode_jpeg`` call."""
+    def decode(self, data: list[Tensor], device: torch.device, paths: Sequence[str] | None = None) -> list[Tensor]:
+        """``uint8 [3, H, W]`` images on ``device``: the encoded ones in one batched ``decode_jpeg`` call.
+
+        A file the decoder refuses (PIL, which checked the files, accepts some corrupt JPEGs that libjpeg-turbo
+        and nvJPEG do not) raises :class:`~lit_vision.data.checks.DataError` naming it.
+        """
         images: list[Tensor] = [d.to(device, non_blocking=True) if d.ndim == 3 else d for d in data]
         encoded = [i for i, d in enumerate(data) if d.ndim == 1]
         if encoded:
-            decoded = decode_jpeg([data[i] for i in encoded], mode=ImageReadMode.RGB, device=device)
+            try:
+                decoded = decode_jpeg([data[i] for i in encoded], mode=ImageReadMode.RGB, device=device)
+            except RuntimeError as err:
+                raise _name_the_bad_file(data, encoded, paths, device, err) from err
             for i, image in zip(encoded, decoded):
                 images[i] = image
         return images
 
     def __call__(self, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-        images = self.decode(batch.pop("data"), device)
+        images = self.decode(batch.pop("data"), device, batch.get("path"))
         batch["image"] = self.finish(torch.stack([torch.as_tensor(self.per_image(im)) for im in images]))
         return batch
 
@@ -90,20 +97,35 @@ class DecodeOnDevice:
         return f"DecodeOnDevice(per_image={self.per_image}, finish={self.finish})"
 
 
+def _name_the_bad_file(data: list[Tensor], encoded: list[int], paths: Sequence[str] | None, device: torch.device,
+                       err: RuntimeError) -> Exception:
+    """The batched decode failed: decode the files one by one to name the first one the decoder refuses."""
+    for i in encoded:
+        try:
+            decode_jpeg(data[i], mode=ImageReadMode.RGB, device=device)
+        except RuntimeError as one:
+            name = paths[i] if paths is not None else f"image {i} of the batch"
+            return DataError(f"cannot decode {name} on {device}: {one} (the file passed the data checks, which "
+                             "decode with Pillow; re-encode or remove it)")
+    return err  # no single file fails alone: the decoder's own error
+
+
 class DeviceDecodeImageFolderDataModule(ImageFolderDataModule):
     """:class:`ImageFolderDataModule` that decodes and augments on the training device (see the module's docstring).
 
     Same arguments and presets as :class:`ImageFolderDataModule` (the crop, jitter, flip and normalisation are cut off
-    its presets and run on the device); ``cache_images`` and ``fast_decode`` are refused (both decode on the CPU,
-    which is what this module avoids) and ``pin_memory`` defaults to off (the workers hand over small byte buffers;
-    images are decoded straight into device memory).
+    its presets and run on the device); ``cache_images`` and ``fast_decode`` default to off and are refused when on
+    (both decode on the CPU, which is what this module avoids; declared here so that a recipe or the CLI, which
+    fills in every argument, gets these defaults and not the parent's), and ``pin_memory`` defaults to off (the
+    workers hand over small byte buffers; images are decoded straight into device memory).
     """
 
     collate_fn = staticmethod(encoded_collate)
 
-    def __init__(self, pin_memory: bool | None = False, **kwargs: Any) -> None:
-        for option in ("cache_images", "fast_decode"):  # both decode on the CPU, which is what this module avoids
-            if kwargs.pop(option, False):
+    def __init__(self, pin_memory: bool | None = False, cache_images: bool = False, fast_decode: bool = False,
+                 **kwargs: Any) -> None:
+        for option, on in (("cache_images", cache_images), ("fast_decode", fast_decode)):
+            if on:  # both decode on the CPU, which is what this module avoids
                 raise ValueError(f"DeviceDecodeImageFolderDataModule decodes on the device: {option} has no use here")
         super().__init__(pin_memory=pin_memory, fast_decode=False, **kwargs)
         self.normalize_on_device = False  # implied: build_dataset sets this module's device transforms itself

@@ -31,6 +31,7 @@ from lit_vision.constants import IGNORE_INDEX
 from lit_vision.contracts import DataInfo
 from lit_vision.data.base import SplitDataModule
 from lit_vision.data.checks import (
+    IMAGE_READ_ERRORS,
     DataError,
     check_image,
     checked_predict_paths,
@@ -68,7 +69,7 @@ def read_index_mask(path: str | Path) -> np.ndarray:
             return np.array(im, dtype=np.uint8)
     except FileNotFoundError as err:
         raise DataError(f"mask file {path} does not exist") from err
-    except (OSError, SyntaxError, ValueError) as err:
+    except IMAGE_READ_ERRORS as err:
         if isinstance(err, DataError):
             raise
         raise DataError(f"cannot read mask {path}: {err}") from err
@@ -140,7 +141,7 @@ class SegmentationDataset(Dataset):
                 return im.size
         except FileNotFoundError as err:
             raise DataError(f"mask file {path} does not exist") from err
-        except (OSError, SyntaxError, ValueError) as err:
+        except IMAGE_READ_ERRORS as err:
             raise DataError(f"cannot read mask {path}: {err}") from err
 
     def annotation_where(self, index: int) -> str:

@@ -25,6 +25,7 @@ from PIL import Image
 
 from lit_vision.data.checks import (
     EXIF_TRANSPOSE,
+    IMAGE_READ_ERRORS,
     DataError,
     exif_applies,
     oriented_size,
@@ -101,7 +102,7 @@ def decode_rgb(data: bytes | memoryview, orientation: int, name: str) -> Image.I
     try:
         with Image.open(io.BytesIO(data)) as im:
             rgb = to_rgb(im)
-    except (OSError, SyntaxError, ValueError) as err:
+    except IMAGE_READ_ERRORS as err:
         raise DataError(f"cannot decode the stored image {name}: {err}") from err
     return rgb.transpose(EXIF_TRANSPOSE[orientation]) if orientation else rgb
 

@@ -15,7 +15,7 @@ from torchvision.io import read_file
 from torchvision.transforms.v2 import functional as F
 
 from lit_vision.data import DeviceDecodeImageFolderDataModule, ImageFolderDataModule
-from lit_vision.data.checks import load_rgb
+from lit_vision.data.checks import DataError, load_rgb
 from lit_vision.data.classification.gpu_decode import DecodeOnDevice, read_for_device
 from lit_vision.data.gpu_augment import DeviceNormalizeFlip
 from lit_vision.tasks import ImageClassifier
@@ -109,3 +109,29 @@ def test_decoding_on_the_cpu_is_refused(tmp_path: Path) -> None:
     for option in ("cache_images", "fast_decode"):
         with pytest.raises(ValueError, match=f"{option} has no use"):
             DeviceDecodeImageFolderDataModule(root=root, **{option: True})
+
+
+def test_a_recipe_or_the_cli_builds_it_with_its_own_defaults(tmp_path: Path) -> None:
+    """LightningCLI fills in every argument: it used to pass the parent's ``fast_decode: true``, which was refused."""
+    from lit_vision.cli import run_cli
+
+    cli = run_cli(["--model", "ImageClassifier", "--model.backbone", "tv/resnet18",
+                   "--data", "lit_vision.data.DeviceDecodeImageFolderDataModule",
+                   "--data.root", str(jpeg_tree(tmp_path)),
+                   "--trainer.accelerator", "cpu", "--trainer.logger", "false"], run=False)
+    assert type(cli.datamodule) is DeviceDecodeImageFolderDataModule
+
+
+def test_a_jpeg_the_decoder_refuses_is_named(tmp_path: Path) -> None:
+    """Pillow (the data checks) accepts a JPEG whose scan data is zeroed; libjpeg-turbo and nvJPEG do not."""
+    good = tmp_path / "good.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(good, quality=95)
+    data = good.read_bytes()
+    bad = tmp_path / "zeroed.jpg"
+    bad.write_bytes(data[:700] + bytes(len(data) - 700))
+    load_rgb(bad)  # passes the checks
+    step = DecodeOnDevice(lambda im: im[:, :32, :32], DeviceNormalizeFlip([0.5] * 3, [0.5] * 3))
+    batch = {"data": [read_for_device(str(good)), read_for_device(str(bad))], "label": torch.tensor([0, 1]),
+             "path": [str(good), str(bad)]}
+    with pytest.raises(DataError, match=f"cannot decode {bad} on cpu"):
+        step(batch, torch.device("cpu"))

@@ -67,8 +67,9 @@ def test_a_padded_slot_against_a_zero_area_prediction_changes_nothing() -> None:
     logits[1, 70, [0, 2]] = torch.tensor([30.0] + [0.0] * 15)  # all mass on bin 0, left and right: width 0
     pred = decode_boxes(logits, points, strides)
     assert pred[1, 70, 2] == pred[1, 70, 0]
-    targets = [{"boxes": torch.tensor([[10.0, 10.0, 40.0, 40.0], [20.0, 20.0, 60.0, 50.0]]), "labels": torch.tensor([0, 1])},
-               {"boxes": torch.tensor([[5.0, 5.0, 30.0, 30.0]]), "labels": torch.tensor([2])}]  # image 1: one padded slot
+    targets = [{"boxes": torch.tensor([[10.0, 10.0, 40.0, 40.0], [20.0, 20.0, 60.0, 50.0]]),
+                "labels": torch.tensor([0, 1])},
+               {"boxes": torch.tensor([[5.0, 5.0, 30.0, 30.0]]), "labels": torch.tensor([2])}]  # 1 padded slot
     scores = torch.rand(2, len(points), 3, generator=g)
     assigner = TaskAlignedAssigner()
     _, _, soft, foreground = assigner(scores, pred, points, *pad_targets(targets, torch.device("cpu")))

@@ -267,6 +267,6 @@ def test_nms_treats_small_boxes_alike_in_every_image_of_a_large_batch() -> None:
     boxes = torch.tensor([[100.0, 100.0, 104.0, 104.0], [100.9, 100.0, 104.9, 104.0], [560.0, 560.0, 640.0, 640.0]])
     scores = torch.zeros(b, 3, k)
     scores[:, 0, 79], scores[:, 1, 79], scores[:, 2, 0] = 0.9, 0.8, 0.5  # the large box makes the span 641 px
-    out_boxes, _, labels, image = select_detections(scores, boxes.expand(b, 3, 4), points, 640, 640, pre_nms_top_n=10,
-                                                    score_thresh=0.1, nms_thresh=0.635, detections_per_img=10)
+    _, _, labels, image = select_detections(scores, boxes.expand(b, 3, 4), points, 640, 640, pre_nms_top_n=10,
+                                            score_thresh=0.1, nms_thresh=0.635, detections_per_img=10)
     assert torch.bincount(image[labels == 79], minlength=b).tolist() == [2] * b  # IoU 0.6327 < 0.635 everywhere
