@@ -17,6 +17,7 @@ from typing import Any, Callable
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
 __all__ = ["EMA"]
@@ -58,7 +59,8 @@ class EMA(WeightAveraging):
         update 0:             ema = w                                   (AveragedModel copies on its first update)
         update n (n >= 1):    ema = d_n * ema + (1 - d_n) * w
         d_n = decay                                   if warmup is False
-        d_n = min(decay, (1 + n) / (10 + n))          if warmup is True   (timm ``ModelEmaV3`` / TF-style warm-up)
+        d_n = min(decay, (1 + n) / (10 + n))          if warmup is True   (TF's ``ExponentialMovingAverage``
+                                                                           with ``num_updates``)
 
     where ``w`` is the live weight right after the optimizer step and ``n`` is the number of updates already folded
     into the average (``AveragedModel.n_averaged``; it is saved in checkpoints, so warm-up continues on resume). Note
@@ -145,8 +147,21 @@ class EMA(WeightAveraging):
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
+        """Restore the average when resuming a fit. Outside fit (``trainer.test(ckpt_path=...)`` on the Trainer that
+        trained) the file's ``state_dict``, the EMA weights, is what the module must evaluate: ``WeightAveraging``
+        would put the file's live weights into the module instead, because the fit's average still exists."""
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
         super().on_load_checkpoint(trainer, pl_module, checkpoint)
         self._tensors = None
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:  # after fit the module holds the EMA weights already
+            super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_validation_epoch_end(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
 from lit_vision import resume
@@ -20,6 +21,7 @@ from lit_vision.callbacks.prediction_writer import JsonlPredictionWriter
 from lit_vision.constants import IMAGENET_MEAN, IMAGENET_STD
 from lit_vision.contracts import DataInfo
 from lit_vision.tasks.optim import build_optimizer
+from lit_vision.tasks.schedule import fit_schedule_length
 from lit_vision.visualize.draw import to_uint8
 from lit_vision.visualize.report import EvalReport
 
@@ -107,7 +109,13 @@ class VisionTask(LightningModule):
             ``foreach`` (:mod:`lit_vision.tasks.optim`, docs/gpu.md).
         lr_scheduler: builds the scheduler from the optimizer. ``None``: cosine annealing to 0 over the
             whole run, stepped every optimizer step (``T_max = trainer.estimated_stepping_batches``).
-        lr_scheduler_interval: ``"step"`` or ``"epoch"``: how often a YAML-given scheduler steps.
+        lr_scheduler_interval: ``"step"`` or ``"epoch"``: how often a YAML-given scheduler steps
+            (``ReduceLROnPlateau``: every epoch, on the task's ``monitor_metric``, whose direction its ``mode`` must
+            match).
+        lr_scheduler_span: ``"run"``: a YAML-given ``PolynomialLR``, ``CosineAnnealingLR`` or ``LinearLR`` gets the
+            run's length (optimizer steps, ``trainer.estimated_stepping_batches``, or ``max_epochs`` for the epoch
+            interval), whatever the devices, batch size and dataset; ``"as_given"``: its own ``total_iters`` /
+            ``T_max``, with a warning when a decay does not span the run (:mod:`lit_vision.tasks.schedule`).
         no_weight_decay_norm_bias: put norm parameters, biases and other 1-D parameters in a group with
             ``weight_decay=0`` (the decay set on the optimizer applies to the rest).
         nonfinite: what a non-finite loss or gradient does (:class:`~lit_vision.callbacks.NonFiniteGuard`,
@@ -134,6 +142,7 @@ class VisionTask(LightningModule):
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
+        lr_scheduler_span: Literal["as_given", "run"] = "as_given",
         no_weight_decay_norm_bias: bool = True,
         nonfinite: Literal["stop", "skip", "off"] = "stop",
         max_nonfinite_skips: int = 10,
@@ -151,6 +160,9 @@ class VisionTask(LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
+        if lr_scheduler_span not in ("as_given", "run"):
+            raise ValueError(f"lr_scheduler_span must be 'as_given' or 'run', got {lr_scheduler_span!r}")
+        self.lr_scheduler_span = lr_scheduler_span
         self.no_weight_decay_norm_bias = no_weight_decay_norm_bias
         if nonfinite not in ("stop", "skip", "off"):
             raise ValueError(f"nonfinite must be 'stop', 'skip' or 'off', got {nonfinite!r}")
@@ -320,7 +332,13 @@ class VisionTask(LightningModule):
         return groups
 
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.optimizer_factory, self.parameter_groups())
+        # Lightning refuses to clip gradients under 16-mixed *and* bf16-mixed when the optimizer unscales them itself,
+        # as the fused kernels can (MixedPrecision.clip_gradients): the YOLO recipes (bf16, clipped) failed at step 1.
+        trainer = self._trainer  # None when called without one (tests, notebooks)
+        mixed = isinstance(getattr(trainer, "precision_plugin", None), MixedPrecision)
+        clipped = bool(getattr(trainer, "gradient_clip_val", None))
+        optimizer = build_optimizer(self.optimizer_factory, self.parameter_groups(),
+                                    allow_fused=not (mixed and clipped))
         apply_lr_scales(optimizer)  # before the scheduler records each group's initial lr
         if self.lr_scheduler_factory is None:
             total = max(1, int(self.trainer.estimated_stepping_batches))
@@ -329,7 +347,21 @@ class VisionTask(LightningModule):
         else:
             scheduler = self.lr_scheduler_factory(optimizer)
             interval = self.lr_scheduler_interval
+            if trainer is not None or self.lr_scheduler_span == "run":
+                if interval == "step":
+                    steps = self.trainer.estimated_stepping_batches  # inf for a run without max_epochs / max_steps
+                    run, unit = (int(steps) if steps != float("inf") else -1), "optimizer steps"
+                else:
+                    run, unit = int(self.trainer.max_epochs or -1), "epochs"
+                fit_schedule_length(scheduler, run, unit, self.lr_scheduler_span == "run")
         config: dict[str, Any] = {"scheduler": scheduler, "interval": interval}
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            config["monitor"] = getattr(self, "monitor_metric", "val/loss")
+            # It acts on a validation metric, which exists once per epoch; the tasks' metrics grow as they improve.
+            monitor = self.monitor_metric or "val/loss"
+            mode = "min" if monitor.endswith("loss") else "max"
+            if scheduler.mode != mode:
+                raise ValueError(f"ReduceLROnPlateau watches {monitor}, which {'falls' if mode == 'min' else 'grows'} "
+                                 f"as the model improves: set its mode to {mode!r} (got {scheduler.mode!r}), or it "
+                                 "cuts the learning rate while the model gets better")
+            config.update(monitor=monitor, interval="epoch")
         return {"optimizer": optimizer, "lr_scheduler": config}

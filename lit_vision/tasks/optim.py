@@ -54,20 +54,26 @@ def can_fuse(cls: type, groups: Iterable[dict[str, Any]]) -> bool:
 
 
 def build_optimizer(
-    factory: Callable[[Iterable[Any]], torch.optim.Optimizer] | None, groups: Iterable[dict[str, Any]]
+    factory: Callable[[Iterable[Any]], torch.optim.Optimizer] | None, groups: Iterable[dict[str, Any]],
+    allow_fused: bool = True,
 ) -> torch.optim.Optimizer:
     """The task's optimizer over ``groups``: ``factory(groups)``, fused where :func:`can_fuse` allows and the
-    recipe left the choice open; ``None``: the classic SGD (lr 0.1, momentum 0.9, Nesterov, weight decay 1e-4)."""
+    recipe left the choice open; ``None``: the classic SGD (lr 0.1, momentum 0.9, Nesterov, weight decay 1e-4).
+
+    ``allow_fused=False`` keeps torch's default kernel: a fused step can unscale fp16 gradients itself, and
+    Lightning's mixed-precision plugin (``16-mixed`` and ``bf16-mixed``) then refuses to clip gradients before it;
+    the task passes it when the run is mixed-precision and clips.
+    """
     groups = list(groups)
     if factory is None:
-        fused = True if can_fuse(torch.optim.SGD, groups) else None
+        fused = True if allow_fused and can_fuse(torch.optim.SGD, groups) else None
         return torch.optim.SGD(_copies(groups), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4, fused=fused)
     optimizer = factory(_copies(groups))
     # Decided on the built optimizer, not on the partial's arguments: jsonargparse's partial wraps the class in
     # an instantiator and passes every constructor default (``fused=None`` when the YAML says nothing).
     chosen = optimizer.defaults.get("fused") is not None or optimizer.defaults.get("foreach") is not None
-    if (isinstance(factory, functools.partial) and not chosen and not optimizer.defaults.get("differentiable")
-            and can_fuse(type(optimizer), groups)):
+    if (allow_fused and isinstance(factory, functools.partial) and not chosen
+            and not optimizer.defaults.get("differentiable") and can_fuse(type(optimizer), groups)):
         optimizer = factory(_copies(groups), fused=True)  # a partial's keyword: overrides its ``fused=None``
     return optimizer
 

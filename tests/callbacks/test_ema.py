@@ -240,3 +240,31 @@ def test_cached_update_equals_averaged_model_update_parameters_bit_for_bit() -> 
     assert ours.keys() == theirs.keys()
     for key in ours:
         assert torch.equal(ours[key], theirs[key]), key
+
+
+def test_test_and_validate_with_a_checkpoint_after_fit_use_its_ema_weights(tmp_path: Any) -> None:
+    """On the Trainer that trained, the fit's average still exists: ``WeightAveraging`` put the file's *live*
+    weights into the module for test/predict (and validate swapped them back out only for its own epoch)."""
+    ema = EMA(decay=0.8, warmup=True)
+    ckpt_cb = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=3, save_top_k=-1, filename="{step}")
+    class Testable(TinyClassifier):
+        test_step = TinyClassifier.validation_step
+
+    model = Testable()
+    trainer = pl.Trainer(**trainer_kwargs(max_steps=6, callbacks=[ema, ckpt_cb], enable_checkpointing=True))
+    trainer.fit(model, train_dataloaders=loader(16, 4))
+    ckpt = torch.load(tmp_path / "step=3.ckpt", weights_only=False)
+    assert_state_differs(ckpt["state_dict"], ckpt["current_model_state"])
+    seen: list[State] = []
+
+    class Seen(Callback):
+        def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            seen.append(clone_state(pl_module))
+
+        on_validation_epoch_start = on_test_epoch_start  # after EMA's own hook
+
+    trainer.callbacks.append(Seen())
+    trainer.test(model, dataloaders=loader(8, 4), ckpt_path=str(tmp_path / "step=3.ckpt"), verbose=False)
+    trainer.validate(model, dataloaders=loader(8, 4), ckpt_path=str(tmp_path / "step=3.ckpt"), verbose=False)
+    for state in (*seen, clone_state(model)):  # test, validate, and the module after validate
+        assert_state_close(state, ckpt["state_dict"], atol=0)

@@ -96,3 +96,23 @@ def test_fused_update_equals_torchs_default_one(make: functools.partial) -> None
     for a, b in zip(net.parameters(), reference.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert max((a - b).abs().max() for a, b in zip(net.parameters(), reference.parameters())) > 0  # not the same path
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_with_gradient_clipping_trains_with_an_unfused_optimizer(precision: str) -> None:
+    """Lightning refuses to clip under mixed precision for an optimizer that unscales by itself (the fused ones):
+    the YOLO recipes (bf16, clipped) stopped at their first step with the default fused SGD."""
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader
+
+    g = torch.Generator().manual_seed(0)
+    data = [{"image": torch.randn(3, 32, 32, generator=g), "label": i % 3} for i in range(8)]
+    model = ImageClassifier(backbone="tv/resnet18", num_classes=3)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=2, precision=precision, gradient_clip_val=1.0, logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    trainer.fit(model, DataLoader(data, batch_size=4))
+    assert trainer.global_step == 2 and trainer.optimizers[0].defaults["fused"] is None
+    unclipped = pl.Trainer(accelerator="cpu", max_steps=1, precision=precision, logger=False,
+                           enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    unclipped.fit(ImageClassifier(backbone="tv/resnet18", num_classes=3), DataLoader(data, batch_size=4))
+    assert unclipped.optimizers[0].defaults["fused"] is True  # without clipping the fused kernel stays
