@@ -36,18 +36,29 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (
 
 
 def split_decay_parameters(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """Split trainable parameters into (decay, no_decay): biases, norm weights and 1-D params skip decay.
+    """Split trainable parameters into (decay, no_decay) as timm's and torchvision's references do.
 
-    1-D parameters also cover norms that are not ``nn.Module`` norms (timm's ``LayerNorm2d`` subclasses
-    LayerNorm anyway; ConvNeXt's layer-scale ``gamma`` is 1-D and conventionally not decayed).
+    No decay for: norm weights, biases, 1-D parameters (norms that are not ``nn.Module`` norms), one value per
+    channel in any shape (torchvision ConvNeXt's layer scale is ``[C, 1, 1]``), and what a submodule lists in
+    timm's ``no_weight_decay()`` (ViT's ``pos_embed`` and ``cls_token``, Swin's relative position tables).
     """
+    listed: set[int] = set()
+    for mod in module.modules():
+        names = getattr(mod, "no_weight_decay", None)
+        if callable(names):
+            try:
+                wanted = set(names())
+            except TypeError:  # some other method of that name, with arguments
+                continue
+            listed.update(id(p) for n, p in mod.named_parameters() if n in wanted)
     decay, no_decay, seen = [], [], set()
     for mod in module.modules():
         for name, p in mod.named_parameters(recurse=False):
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
-            if isinstance(mod, NORM_TYPES) or name.endswith("bias") or p.ndim <= 1:
+            per_channel = p.ndim <= 1 or p.numel() == p.shape[0]
+            if isinstance(mod, NORM_TYPES) or name.endswith("bias") or per_channel or id(p) in listed:
                 no_decay.append(p)
             else:
                 decay.append(p)

@@ -273,3 +273,22 @@ def test_freeze_backbone_trains_only_the_head() -> None:
     model = tiny(freeze_backbone=True)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"model.head.fc.weight", "model.head.fc.bias"}
+
+
+def test_layer_scales_and_timms_listed_parameters_get_no_weight_decay() -> None:
+    """torchvision's ConvNeXt keeps its layer scale as [C, 1, 1] (one value per channel, not 1-D); timm's ViT
+    lists pos_embed and cls_token in no_weight_decay(): the ConvNeXt and ViT recipes exclude both from decay."""
+    import timm
+    import torchvision
+
+    convnext = torchvision.models.convnext_tiny()
+    _, no_decay = split_decay_parameters(convnext)
+    scales = [p for n, p in convnext.named_parameters() if n.endswith("layer_scale")]
+    assert len(scales) == 18 and all(p.shape[1:] == (1, 1) for p in scales)
+    assert {id(p) for p in scales} <= {id(p) for p in no_decay}
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False)
+    decay, no_decay = split_decay_parameters(vit)
+    names = {id(p): n for n, p in vit.named_parameters()}
+    assert {"pos_embed", "cls_token"} <= {names[id(p)] for p in no_decay}
+    assert {names[id(p)] for p in decay} == {n for n, p in vit.named_parameters() if p.ndim > 1} - {"pos_embed",
+                                                                                                    "cls_token"}
