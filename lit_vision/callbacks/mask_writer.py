@@ -23,7 +23,9 @@ class SegmentationMaskWriter(JsonlPredictionWriter):
     default), so the PNGs open in any viewer with
     the dataset's usual colours and read back as class indices (``np.array(Image.open(png))``). More than
     256 classes do not fit a palette: those masks are written as 16-bit greyscale PNGs. Two images with
-    the same stem get ``_1``, ``_2``, ... suffixes.
+    the same stem get ``_1``, ``_2``, ... suffixes, in dataset order; the names are given out from the dataset's
+    list of images when it has one (``image_paths``), so under DDP, where each rank writes its own share, two
+    ranks never pick the same name.
 
     Args:
         output_dir: folder for ``masks/`` and the JSON lines; default: the run directory.
@@ -35,26 +37,37 @@ class SegmentationMaskWriter(JsonlPredictionWriter):
         self.mask_dir: Path | None = None
         self._palette: list[int] | None = None
         self._used: set[str] = set()
+        self._names: dict[tuple[int, int], str] = {}  # (dataloader, dataset index) -> mask name
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_predict_start(trainer, pl_module)
         assert self.path is not None
         self.mask_dir = self.path.parent / "masks"
         self.mask_dir.mkdir(parents=True, exist_ok=True)
-        self._used = set()
+        self._used, self._names = set(), {}
+        for loader_idx, loader in enumerate(_as_list(trainer.predict_dataloaders)):
+            paths = getattr(getattr(loader, "dataset", None), "image_paths", None)
+            if isinstance(paths, (list, tuple)):  # every rank names every image the same way, in dataset order
+                for index, path in enumerate(paths):
+                    self._names[(loader_idx, index)] = self._unique(Path(path).stem)
         # The palette reaches the task through the data contract (DataInfo), or from its checkpoint.
         info = getattr(pl_module, "data_info", None)
         palette = info.palette if info is not None and info.palette is not None else voc_palette()
         self._palette = [int(v) for v in palette]
 
-    def _mask_path(self, image_path: str | None, index: int) -> Path:
-        assert self.mask_dir is not None
-        stem = Path(image_path).stem if image_path else f"image_{index:06d}"
+    def _unique(self, stem: str) -> str:
         name, n = stem, 0
         while name in self._used:
             n += 1
             name = f"{stem}_{n}"
         self._used.add(name)
+        return name
+
+    def _mask_path(self, image_path: str | None, index: int, dataloader_idx: int = 0) -> Path:
+        assert self.mask_dir is not None
+        name = self._names.get((dataloader_idx, index))
+        if name is None:
+            name = self._unique(Path(image_path).stem if image_path else f"image_{index:06d}")
         return self.mask_dir / f"{name}.png"
 
     def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: Any, batch_indices: Any,
@@ -65,7 +78,7 @@ class SegmentationMaskWriter(JsonlPredictionWriter):
         lines = []
         for index, row in zip(indices, rows):
             mask = np.asarray(row["mask"])
-            target = self._mask_path(row.get("path"), int(index))
+            target = self._mask_path(row.get("path"), int(index), dataloader_idx)
             if mask.max(initial=0) < 256:
                 image = pil_mask(torch.from_numpy(mask), self._palette)
             else:
@@ -75,3 +88,9 @@ class SegmentationMaskWriter(JsonlPredictionWriter):
         with self.path.open("a") as f:
             for line in lines:
                 f.write(json.dumps(line) + "\n")
+
+
+def _as_list(loaders: Any) -> list[Any]:
+    if loaders is None:
+        return []
+    return list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]

@@ -50,6 +50,7 @@ def slide_logits(model: nn.Module, images: Tensor, num_classes: int, window: int
 
     Images smaller than the window are padded (bottom/right) for the forward pass and cropped back.
     """
+    check_windows(window, stride)
     b, _, h, w = images.shape
     ph, pw = max(h, window), max(w, window)
     x = F.pad(images, (0, pw - w, 0, ph - h))
@@ -67,6 +68,13 @@ def slide_logits(model: nn.Module, images: Tensor, num_classes: int, window: int
             logits[:, :, y:y + window, x0:x0 + window] += model(crop)["out"].float()
             count[:, :, y:y + window, x0:x0 + window] += 1
     return (logits / count)[:, :, :h, :w]
+
+
+def check_windows(window: int, stride: int | None) -> None:
+    """Sliding windows must cover every pixel: a stride past the window leaves strips no window sees (0/0 logits)."""
+    if window < 1 or (stride is not None and not 1 <= stride <= window):
+        raise ValueError(f"sliding-window inference needs 1 <= window_stride <= window_size, got window_size {window} "
+                         f"and window_stride {stride}: a larger stride leaves pixels that no window covers")
 
 
 class SemanticSegmenter(VisionTask):
@@ -134,6 +142,7 @@ class SemanticSegmenter(VisionTask):
         super().__init__(num_classes, class_names, **kwargs)
         if class_weights is not None and len(class_weights) != self.num_classes:
             raise ValueError(f"class_weights has {len(class_weights)} entries for {self.num_classes} classes")
+        check_windows(window_size or 512, window_stride)
         self.architecture = SegmentationArchitecture.resolve(architecture)
         if not isinstance(self.hparams["architecture"], (str, Mapping)):  # an object given from Python
             self.hparams["architecture"] = self.architecture.config()  # its {class_path, init_args} when plain
@@ -154,12 +163,17 @@ class SemanticSegmenter(VisionTask):
     def compute_loss(self, outputs: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
         """Loss terms; ``"loss"`` is what is optimised: CE + aux_weight * aux CE + dice_weight * Dice."""
         hp = self.hparams
-        ce = F.cross_entropy(outputs["out"].float(), mask, weight=self.class_weights, ignore_index=hp.ignore_index)
+        # A batch whose every pixel is ignored (crowd regions, small crops) has a mean over nothing, 0/0: count it
+        # as 0 (zero gradients) instead of a NaN that stops the run. On the device: no sync per step.
+        labelled = (mask != hp.ignore_index).any()
+        ce = torch.where(labelled, F.cross_entropy(outputs["out"].float(), mask, weight=self.class_weights,
+                                                   ignore_index=hp.ignore_index), 0.0)
         terms = {"loss_ce": ce}
         total = ce
         if "aux" in outputs and hp.aux_weight:
-            terms["loss_aux"] = F.cross_entropy(outputs["aux"].float(), mask, weight=self.class_weights,
-                                                ignore_index=hp.ignore_index)
+            terms["loss_aux"] = torch.where(labelled, F.cross_entropy(outputs["aux"].float(), mask,
+                                                                      weight=self.class_weights,
+                                                                      ignore_index=hp.ignore_index), 0.0)
             total = total + hp.aux_weight * terms["loss_aux"]
         if hp.dice_weight:
             terms["loss_dice"] = dice_loss(outputs["out"], mask, hp.ignore_index)

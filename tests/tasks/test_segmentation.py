@@ -97,6 +97,26 @@ def test_cross_entropy_ignores_255_and_adds_the_weighted_aux_term() -> None:
     assert float(terms["loss"]) == pytest.approx(float(expected + 0.5 * expected_aux), rel=1e-5)
 
 
+def test_a_batch_with_every_pixel_ignored_counts_zero_not_nan() -> None:
+    """A crop of crowd regions only (255 everywhere): the mean over no pixels was 0/0, a NaN that stopped the run."""
+    model = segmenter(aux_weight=0.5, dice_weight=1.0)
+    out = torch.randn(2, 3, 4, 4, requires_grad=True)
+    terms = model.compute_loss({"out": out, "aux": torch.randn(2, 3, 4, 4)}, torch.full((2, 4, 4), 255))
+    assert all(float(v) == 0.0 for v in terms.values())
+    terms["loss"].backward()
+    assert torch.equal(out.grad, torch.zeros_like(out))  # no update from such a batch
+    nan = torch.full((1, 3, 2, 2), float("nan"))
+    diverged = model.compute_loss({"out": nan}, torch.zeros(1, 2, 2, dtype=torch.long))
+    assert diverged["loss"].isnan()  # a NaN of the model itself still reaches the non-finite guard
+
+
+def test_a_window_stride_that_leaves_pixels_uncovered_is_refused() -> None:
+    with pytest.raises(ValueError, match="1 <= window_stride <= window_size, got window_size 16 and window_stride 20"):
+        segmenter(inference="slide", window_size=16, window_stride=20)
+    with pytest.raises(ValueError, match="window_stride"):
+        slide_logits(Pointwise(3), torch.rand(1, 3, 40, 40), 3, 16, 17)
+
+
 def test_dice_loss_hand_values() -> None:
     mask = torch.tensor([[[0, 0], [1, 255]]])
     perfect = torch.tensor([[[[50.0, 50.0], [-50.0, 0.0]], [[-50.0, -50.0], [50.0, 0.0]]]])
