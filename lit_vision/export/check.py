@@ -153,26 +153,30 @@ def compare_detections(got: Sequence[Tensor], ref: Sequence[Tensor], batch: int)
     return worst, matched, ""
 
 
-def check_shapes(size: tuple[int, int], dynamic: dict[str, bool], multiple: int = 1) -> list[tuple[int, int, int]]:
+def check_shapes(size: tuple[int, int], dynamic: dict[str, bool], multiple: int = 1,
+                 odd: bool = True) -> list[tuple[int, int, int]]:
     """``(batch, height, width)`` to check: the export size, then one more where a dimension is dynamic (height one
-    step taller, width one step narrower - or two wider when small; a step is 32 px, or a multiple of ``multiple``)."""
+    step taller, width one step narrower - or two wider when small; a step is 32 px, or a multiple of ``multiple``,
+    plus one pixel when any size is allowed and ``odd``: a shape branch that tracing froze shows at an odd size,
+    which a 32-px step alone keeps even, as the U-Net's skipped resize did)."""
     first = (2 if dynamic.get("batch") else 1, *size)
     if not any(dynamic.values()):
         return [first]
     h, w = size
     step = multiple * -(-32 // multiple)
-    second = (first[0] + 1 if dynamic.get("batch") else first[0], h + step if dynamic.get("height") else h,
-              (w - step if w > 2 * step else w + 2 * step) if dynamic.get("width") else w)
+    odd = 1 if multiple == 1 and odd else 0
+    second = (first[0] + 1 if dynamic.get("batch") else first[0], h + step + odd if dynamic.get("height") else h,
+              (w - step + odd if w > 2 * step else w + 2 * step + odd) if dynamic.get("width") else w)
     return [first, second]
 
 
 def run_check(run: Callable[[Tensor], tuple[Tensor, ...]], task_module: Any, kind: str, size: tuple[int, int],
               dynamic: dict[str, bool], normalization_inside: bool, mean: Sequence[float], std: Sequence[float],
-              files: Sequence[Path] = (), multiple: int = 1) -> CheckResult:
+              files: Sequence[Path] = (), multiple: int = 1, odd: bool = True) -> CheckResult:
     """Compare ``run`` (the loaded export) with the task on every shape of :func:`check_shapes`."""
     result = CheckResult(images=f"{len(files)} image files" if files else "random, seed 0",
                          detections=0 if kind == "detection" else None)
-    for batch, h, w in check_shapes(size, dynamic, multiple):
+    for batch, h, w in check_shapes(size, dynamic, multiple, odd):
         images = sample_images(batch, (h, w), files)
         x = model_input(images, kind, normalization_inside, mean, std)
         result.shapes.append([batch, 3, h, w])

@@ -176,7 +176,7 @@ def export_task(task: Any, fmt: str, output: str | Path, *, image_size: Sequence
             result = CheckResult(passed=False, failure=f"cannot load the file: {_first_line(err)}")
         else:
             result = run_check(run, task, kind, size, meta["dynamic"], spec.normalization_inside, mean, std, images,
-                               multiple=meta["size_multiple"])
+                               multiple=meta["size_multiple"], odd=spec.exact_at_odd_sizes)
     sidecar = output.with_name(output.name + ".json")
     sidecar.write_text(json.dumps(meta | ({"check": result.as_dict()} if result else {}), indent=2))
     return ExportResult(output, sidecar, meta, result)

@@ -217,15 +217,22 @@ def load(path: str | Path, fmt: str) -> tuple[Callable[[Tensor], tuple[Tensor, .
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The lit_vision metadata of an exported file (format from its name), without loading the model."""
     path = str(path)
-    if path.endswith(SUFFIXES["onnx"]):
+    if path.lower().endswith(SUFFIXES["onnx"]):
         onnx = _require("onnx", "reading ONNX metadata")
         props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+        if METADATA_KEY not in props:
+            raise ExportFormatError(f"{path} has no lit_vision metadata (not exported by lit-vision export?)")
         return json.loads(props[METADATA_KEY])
     import zipfile
 
-    with zipfile.ZipFile(path) as archive:  # TorchScript and .pt2 files are zip archives
-        name = next(n for n in archive.namelist() if n.endswith(METADATA_FILE))
-        return json.loads(archive.read(name))
+    try:
+        with zipfile.ZipFile(path) as archive:  # TorchScript and .pt2 files are zip archives
+            name = next((n for n in archive.namelist() if n.endswith(METADATA_FILE)), None)
+            if name is None:
+                raise ExportFormatError(f"{path} has no lit_vision metadata (not exported by lit-vision export?)")
+            return json.loads(archive.read(name))
+    except zipfile.BadZipFile as err:
+        raise ExportFormatError(f"{path} is neither ONNX (by its name) nor a TorchScript / .pt2 archive: {err}") from err
 
 
 __all__ = ["DEFAULT_OPSET", "ExportFormatError", "FORMATS", "ONNX_EXPORTERS", "SUFFIXES", "export_program", "load",

@@ -75,7 +75,10 @@ class TorchvisionDetectorExport(nn.Module):
         self.detector = detector
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        out = self.detector.model([images[0]])[0]
+        # TorchScript's trace checks no input shape and records no Python assert: ``images[0]`` would drop every
+        # image of a batch but the first. A reshape to one image is recorded, and fails on a batch.
+        torch._assert(images.shape[0] == 1, "this exported detector takes one image at a time: [1, 3, H, W]")
+        out = self.detector.model([images.reshape(images.shape[-3], images.shape[-2], images.shape[-1])])[0]
         labels = out["labels"] - self.detector.label_offset
         return out["boxes"], out["scores"], labels, torch.zeros_like(labels)
 
@@ -133,6 +136,10 @@ class ExportSpec:
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)  # task-specific metadata (thresholds, ...)
+    # torchvision's detectors rescale the image inside (GeneralizedRCNNTransform); exported, the rescale samples the
+    # pixels slightly differently wherever the new size is not an exact multiple (docs/export.md), so their check
+    # keeps to sizes where it is.
+    exact_at_odd_sizes: bool = True
 
 
 def export_spec(model: nn.Module, task: str, mean: Sequence[float], std: Sequence[float],
@@ -166,7 +173,8 @@ def export_spec(model: nn.Module, task: str, mean: Sequence[float], std: Sequenc
         return ExportSpec(TorchvisionDetectorExport(model).eval(), task, str(model.architecture), DETECTION_OUTPUTS,
                           dynamic_batch=False, normalization_inside=True, mean=tuple(transform.image_mean),
                           std=tuple(transform.image_std),
-                          extra=post | {"min_size": list(transform.min_size), "max_size": transform.max_size})
+                          extra=post | {"min_size": list(transform.min_size), "max_size": transform.max_size},
+                          exact_at_odd_sizes=False)
     raise TypeError(f"cannot export a detector of type {type(model).__name__}: lit_vision exports torchvision "
                     f"detectors (lit_vision.models.detection.Detector) and YOLODetector")
 

@@ -54,8 +54,9 @@ def test_logits_tolerance_is_absolute_plus_relative() -> None:
 
 def test_a_dynamic_dimension_is_checked_at_a_second_size() -> None:
     assert check_shapes((64, 64), {"batch": False, "height": False, "width": False}) == [(1, 64, 64)]
-    assert check_shapes((128, 128), {"batch": True, "height": True, "width": True}) == [(2, 128, 128), (3, 160, 96)]
-    assert check_shapes((64, 64), {"batch": False, "height": True, "width": True}) == [(1, 64, 64), (1, 96, 128)]
+    # odd sizes when any size is allowed: a branch on a shape that tracing froze shows there
+    assert check_shapes((128, 128), {"batch": True, "height": True, "width": True}) == [(2, 128, 128), (3, 161, 97)]
+    assert check_shapes((64, 64), {"batch": False, "height": True, "width": True}) == [(1, 64, 64), (1, 97, 129)]
     assert check_shapes((96, 96), {"batch": True, "height": True, "width": True}, multiple=48) == \
         [(2, 96, 96), (3, 144, 192)]
 
@@ -78,11 +79,11 @@ def test_run_check_catches_a_wrong_model_and_a_failing_one() -> None:
 
     with torch.no_grad():
         ok = run_check(exact, task, "classification", (64, 64), dynamic, False, mean, std)
-        assert ok.passed and ok.shapes == [[2, 3, 64, 64], [3, 3, 96, 128]] and ok.max_abs_diff["logits"] == 0
+        assert ok.passed and ok.shapes == [[2, 3, 64, 64], [3, 3, 97, 129]] and ok.max_abs_diff["logits"] == 0
         wrong = run_check(unnormalised, task, "classification", (64, 64), dynamic, False, mean, std)
         assert not wrong.passed and "logits differ" in wrong.failure and wrong.as_dict()["failure"]
         broken = run_check(fixed_size, task, "classification", (64, 64), dynamic, False, mean, std)
-        assert not broken.passed and broken.failure.startswith("input [3, 3, 96, 128]: RuntimeError: Got invalid")
+        assert not broken.passed and broken.failure.startswith("input [3, 3, 97, 129]: RuntimeError: Got invalid")
 
 
 def test_sample_images_from_files_or_a_seed(tmp_path) -> None:

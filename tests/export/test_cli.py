@@ -38,7 +38,7 @@ def test_export_through_the_console_entry_point(ckpt: Path, tmp_path: Path, caps
               "--image_size", "64", "96", "--images", str(photos)])
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
-    assert f"to {out}" in printed and "check:   passed on 2x3x64x96 and 3x3x96x64 (2 image files)" in printed
+    assert f"to {out}" in printed and "check:   passed on 2x3x64x96 and 3x3x97x65 (2 image files)" in printed
     sidecar = json.loads(Path(f"{out}.json").read_text())
     assert sidecar["input_size"] == [64, 96] and sidecar["check"]["images"] == "2 image files"
     assert sidecar["checkpoint"] == "best.ckpt" and sidecar["class_names"] == ["cat", "dog", "eel"]

@@ -59,3 +59,21 @@ def test_metadata_of_each_task() -> None:
     assert meta["input_shape"] == [1, 3, "height", "width"] and meta["input_range"] == "[0, 1]"
     assert meta["box_format"].startswith("xyxy") and meta["score_thresh"] == 0.0 and "batch 1" in meta["notes"][0]
     assert [o["name"] for o in meta["outputs"]] == meta["output_names"] == ["boxes", "scores", "labels", "batch_index"]
+
+
+def test_reading_metadata_of_a_file_without_it_names_the_file(tmp_path) -> None:  # noqa: ANN001
+    import zipfile
+
+    import pytest
+
+    from lit_vision.export.formats import ExportFormatError, read_metadata
+
+    plain = tmp_path / "model.pt"
+    with zipfile.ZipFile(plain, "w") as archive:  # a TorchScript / .pt2-like archive of someone else's
+        archive.writestr("model/data.pkl", b"")
+    with pytest.raises(ExportFormatError, match=f"{plain} has no lit_vision metadata"):
+        read_metadata(plain)
+    text = tmp_path / "notes.torchscript.pt"
+    text.write_text("not a model")
+    with pytest.raises(ExportFormatError, match=f"{text} is neither ONNX"):
+        read_metadata(text)

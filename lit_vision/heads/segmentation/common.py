@@ -28,9 +28,17 @@ __all__ = [
 
 
 
+def _tracing() -> bool:
+    """Whether an exporter is recording the graph: a branch on a shape would be frozen at the example's size (a
+    U-Net exported at 64 px skipped its last resize, and padding, for every other size)."""
+    exporting = getattr(torch.compiler, "is_exporting", None)
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or bool(exporting and exporting())
+
+
 def resize_to(x: Tensor, size: Sequence[int]) -> Tensor:
-    """Bilinear resize to an exact ``(h, w)`` (no-op when already there): any input size works."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    """Bilinear resize to an exact ``(h, w)`` (no-op when already there): any input size works. While an exporter
+    traces, always resized (to the same size it is exact), so the graph works at every size."""
+    if not _tracing() and tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
@@ -43,7 +51,7 @@ def pad_to(x: Tensor, size: Sequence[int]) -> Tensor:
     pixel is the last row/column, so the edit belongs there, keeping pixel grids aligned.
     """
     dh, dw = size[0] - x.shape[-2], size[1] - x.shape[-1]
-    return F.pad(x, [0, dw, 0, dh]) if dh or dw else x
+    return F.pad(x, [0, dw, 0, dh]) if dh or dw or _tracing() else x
 
 
 class SeparableConvBNReLU(nn.Sequential):
