@@ -10,6 +10,7 @@ pointed at that version directory, so curves and checkpoints stay in one place, 
 from __future__ import annotations
 
 import csv
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +20,15 @@ import torch.distributed as dist
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lit_vision.cli.errors import CLIError
 from lit_vision.distributed import is_distributed
 
 # Loggers whose directory is <save_dir>/<name>/<version> (Lightning's CSV and TensorBoard loggers).
 _VERSIONED_LOGGERS = ("CSVLogger", "TensorBoardLogger")
+# W&B: checkpoints go to <save_dir>/<project>/<run id>/checkpoints (Lightning's ModelCheckpoint directory).
+_WANDB_LOGGERS = ("WandbLogger", "WandB")
 
 
 @dataclass
@@ -34,21 +37,44 @@ class ResumeTarget:
     version_dir: Path | None  # the run directory the logger continues in (None: the logger's own choice)
 
 
-def _logger_config(trainer_cfg: Any) -> Any | None:
+def _first_logger(trainer_cfg: Any) -> Any:
     logger = trainer_cfg.get("logger") if trainer_cfg is not None else None
     if isinstance(logger, list):
         logger = logger[0] if logger else None
-    if logger is None or isinstance(logger, bool) or not hasattr(logger, "get"):
-        return None
-    return logger if str(logger.get("class_path", "")).rsplit(".", 1)[-1] in _VERSIONED_LOGGERS else None
+    return logger
+
+
+def _logger_kind(logger: Any) -> str:
+    """``versioned`` (CSV/TensorBoard), ``wandb``, ``none`` (``logger: false``), ``default`` (unset or ``true``:
+    Lightning's own) or ``other``."""
+    if logger is False:
+        return "none"
+    if logger is None or logger is True:
+        return "default"
+    name = str(logger.get("class_path", "")).rsplit(".", 1)[-1] if hasattr(logger, "get") else ""
+    return "versioned" if name in _VERSIONED_LOGGERS else "wandb" if name in _WANDB_LOGGERS else "other"
+
+
+def _logger_config(trainer_cfg: Any) -> Any | None:
+    """The first logger's config when the resumed run can be pointed at its directory (CSV/TensorBoard, W&B)."""
+    logger = _first_logger(trainer_cfg)
+    return logger if _logger_kind(logger) in ("versioned", "wandb") else None
 
 
 def _run_root(logger_cfg: Any) -> Path | None:
     args = logger_cfg.get("init_args") or {}
+    if _logger_kind(logger_cfg) == "wandb":  # <save_dir>/<project>: lit_vision's WandB saves under runs/ by default
+        default_dir = "runs" if str(logger_cfg.get("class_path", "")).endswith(".WandB") else "."
+        project = args.get("project") or os.environ.get("WANDB_PROJECT") or "lightning_logs"
+        return Path(args.get("save_dir") or default_dir) / project
     save_dir = args.get("save_dir") or args.get("root_dir") or "."
     name = args.get("name")
     name = "lightning_logs" if name is None else name
     return Path(save_dir) / name if name else Path(save_dir)
+
+
+def _default_root(trainer_cfg: Any) -> Path:
+    return Path((trainer_cfg.get("default_root_dir") if trainer_cfg is not None else None) or ".")
 
 
 def _configured_dirpaths(trainer_cfg: Any) -> list[Path]:
@@ -75,14 +101,29 @@ def find_resume_target(ckpt_path: str, trainer_cfg: Any) -> ResumeTarget | None:
         found = _last_in(run_dir)
         if found is None:
             raise CLIError(f"--ckpt_path {ckpt_path}: no last.ckpt in that directory (nor in its checkpoints/)")
+        if run_dir.name == "checkpoints" and found.parent == run_dir:  # RUN/version_N/checkpoints: the run is above
+            run_dir = run_dir.parent
         return ResumeTarget(found, run_dir if found.parent.name == "checkpoints" or found.parent == run_dir else None)
     candidates: list[tuple[Path, Path | None]] = [(p / "last.ckpt", None) for p in _configured_dirpaths(trainer_cfg)]
+    kind = _logger_kind(_first_logger(trainer_cfg))
     root = _run_root(logger_cfg) if logger_cfg is not None else None
+    if kind == "default":  # Lightning's own logger: <default_root_dir>/lightning_logs/version_N
+        root = _default_root(trainer_cfg) / "lightning_logs"
+    if kind == "none":  # no logger: ModelCheckpoint writes to <default_root_dir>/checkpoints
+        candidates.append((_default_root(trainer_cfg) / "checkpoints" / "last.ckpt", None))
     if root is not None and root.is_dir():
-        candidates += [(d / "checkpoints" / "last.ckpt", d) for d in root.iterdir() if d.is_dir()]
+        candidates += [(d / "checkpoints" / "last.ckpt", d if kind != "default" else None)
+                       for d in root.iterdir() if d.is_dir()]
     existing = [(c, d) for c, d in candidates if c.is_file()]
     if not existing:
-        where = ", ".join(str(p) for p in [root, *_configured_dirpaths(trainer_cfg)] if p is not None) or "the run"
+        if kind == "other":
+            rank_zero_warn("--ckpt_path last: the first logger is neither CSV, TensorBoard nor W&B, so only the "
+                           "checkpoint dirpaths the recipe sets are searched for last.ckpt; give --ckpt_path "
+                           "RUN_DIR (or a file) to resume a run written elsewhere")
+        searched = [root, *_configured_dirpaths(trainer_cfg)]
+        if kind == "none":
+            searched.append(_default_root(trainer_cfg) / "checkpoints")
+        where = ", ".join(str(p) for p in searched if p is not None) or "the run"
         rank_zero_info(f"--ckpt_path last: no last.ckpt under {where} yet: starting a new run")
         return None
     checkpoint, version_dir = max(existing, key=lambda cd: cd[0].stat().st_mtime)
@@ -90,13 +131,17 @@ def find_resume_target(ckpt_path: str, trainer_cfg: Any) -> ResumeTarget | None:
 
 
 def point_logger_at(trainer_cfg: Any, version_dir: Path) -> bool:
-    """Make the configured CSV/TensorBoard logger write into ``version_dir`` (``<save_dir>/<name>/<version>``)."""
+    """Make the configured CSV/TensorBoard logger write into ``version_dir`` (``<save_dir>/<name>/<version>``), or the
+    W&B logger continue the run whose id names it (Lightning's ``WandbLogger`` resumes an id with ``resume="allow"``)."""
     logger_cfg = _logger_config(trainer_cfg)
     if logger_cfg is None:
         return False
     args = logger_cfg.get("init_args")
     if args is None:
         return False
+    if _logger_kind(logger_cfg) == "wandb":
+        args["id"] = version_dir.name
+        return True
     match = re.fullmatch(r"version_(\d+)", version_dir.name)
     args["save_dir"] = str(version_dir.parent.parent)
     args["name"] = version_dir.parent.name

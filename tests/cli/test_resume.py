@@ -115,3 +115,39 @@ def test_last_with_nothing_to_resume_starts_a_new_run(imagefolder_root: Path, tm
                    "--ckpt_path", "last"])
     assert cli.trainer.global_step == 1 and cli.trainer.ckpt_path is None
     assert (tmp_path / "runs/lightning_logs/version_0/checkpoints/last.ckpt").is_file()
+
+
+def _quick(root: Path, *extra: str) -> list[str]:
+    return ["fit", "--model", "ImageClassifier", "--model.backbone", "tv/resnet18", "--data", "ImageFolderDataModule",
+            "--data.root", str(root), "--data.image_size", "32", "--data.batch_size", "4", "--data.num_workers", "0",
+            "--trainer.accelerator", "cpu", "--trainer.enable_model_summary", "false",
+            "--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches", "0", "--pictures", "false", *extra]
+
+
+def test_last_resumes_without_a_logger_and_with_wandb(imagefolder_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """``last`` looked only under CSV/TensorBoard run folders: without a logger, or with W&B, every restart trained
+    from scratch (and overwrote the previous run's last.ckpt)."""
+    from lit_vision.cli import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for logger in (["--trainer.logger", "false"], ["--trainer.logger", "lit_vision.loggers.WandB",
+                                                     "--trainer.logger.init_args.project", "p"]):
+        first = run_cli(_quick(imagefolder_root, *logger, "--trainer.max_steps", "1"))
+        second = run_cli(_quick(imagefolder_root, *logger, "--trainer.max_steps", "2", "--ckpt_path", "last"))
+        assert second.trainer.ckpt_path is not None and Path(second.trainer.ckpt_path).name == "last.ckpt"
+        assert second.trainer.global_step == 2  # continued from step 1, not trained 2 steps from scratch
+        if logger[1] != "false":
+            assert second.trainer.logger.version == first.trainer.logger.version  # the same W&B run id
+            assert Path(second.trainer.ckpt_path).parent.parent.name == first.trainer.logger.version
+
+
+def test_a_runs_checkpoints_folder_resumes_into_that_run(imagefolder_root: Path, tmp_path: Path, monkeypatch) -> None:
+    from lit_vision.cli import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    run_cli(_quick(imagefolder_root, "--trainer.max_steps", "1"))
+    folder = tmp_path / "runs/lightning_logs/version_0/checkpoints"
+    again = run_cli(_quick(imagefolder_root, "--trainer.max_steps", "2", "--ckpt_path", str(folder)))
+    assert again.trainer.global_step == 2 and Path(again.trainer.log_dir) == folder.parent  # not checkpoints/ itself
+    assert not (folder / "checkpoints").exists()
