@@ -68,6 +68,14 @@ def test_bad_arguments_print_one_clear_message(args, expected, capsys, monkeypat
     assert_short(err, *expected)
 
 
+def test_model_and_data_image_sizes_that_differ_are_one_message(capsys, monkeypatch, tmp_path) -> None:
+    """Both are saved as hyper-parameters: Lightning stopped with a traceback on the clash."""
+    code, err = run(["validate", "--config", DETECT, "--model.image_size", "160"], capsys, monkeypatch, tmp_path)
+    assert code == 2
+    assert_short(err, "--model.image_size 160 (the recipe's or the checkpoint's) and --data.image_size 128 differ",
+                 usage=False)
+
+
 def test_unknown_command_suggests_the_close_one(capsys, monkeypatch, tmp_path) -> None:
     code, err = run(["fti", "--config", QUICK], capsys, monkeypatch, tmp_path)
     assert code == 2
