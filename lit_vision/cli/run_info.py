@@ -116,6 +116,20 @@ def _plain(config_yaml: str) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
+def _keep_earlier_config(log_dir: Path, filename: str) -> None:
+    """A resumed fit writes its config over the run's ``config.yaml``: keep the earlier session's next to it as
+    ``config.session1.yaml``, ``config.session2.yaml``, ... (its recipe said, e.g., ``pretrained: weights.pth``,
+    which a resumed session turns off: the checkpoint's tensors replace the initial weights)."""
+    current = log_dir / filename
+    if not current.is_file():
+        return
+    stem, dot, ext = filename.rpartition(".")
+    n = 1
+    while (log_dir / f"{stem}.session{n}{dot}{ext}").exists():
+        n += 1
+    current.rename(log_dir / f"{stem}.session{n}{dot}{ext}")
+
+
 class RunConfigCallback(SaveConfigCallback):
     """Lightning's ``SaveConfigCallback`` (``config.yaml`` in the log dir) that also puts the full config and
     :func:`run_info` on the dashboard (W&B config) and ``run_info.yaml`` next to ``config.yaml``."""
@@ -126,6 +140,9 @@ class RunConfigCallback(SaveConfigCallback):
         if not self.already_saved:  # the same on every rank (Lightning broadcasts it)
             # trainer.log_dir is a collective call: every rank here, not in save_config (rank 0 only; it would hang)
             self._log_dir = trainer.log_dir
+            resuming = bool(self.config.get("ckpt_path"))  # trainer.ckpt_path is set only after setup
+            if trainer.is_global_zero and stage == "fit" and resuming and self._log_dir is not None:
+                _keep_earlier_config(Path(self._log_dir), self.config_filename)
         super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

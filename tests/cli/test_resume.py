@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 
 from tests.cli.test_detection import MODEL as DETECTOR
@@ -151,3 +152,6 @@ def test_a_runs_checkpoints_folder_resumes_into_that_run(imagefolder_root: Path,
     again = run_cli(_quick(imagefolder_root, "--trainer.max_steps", "2", "--ckpt_path", str(folder)))
     assert again.trainer.global_step == 2 and Path(again.trainer.log_dir) == folder.parent  # not checkpoints/ itself
     assert not (folder / "checkpoints").exists()
+    # The first session's config is kept beside the resumed one's (which turns initial weights off).
+    first, resumed = (yaml.safe_load((folder.parent / n).read_text()) for n in ("config.session1.yaml", "config.yaml"))
+    assert first["trainer"]["max_steps"] == 1 and resumed["trainer"]["max_steps"] == 2
