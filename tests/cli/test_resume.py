@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 import torch
+import yaml
 
 from tests.cli.test_detection import MODEL as DETECTOR
 from tests.cli.test_detection import SIZE
