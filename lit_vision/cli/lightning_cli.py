@@ -148,6 +148,9 @@ class LitVisionCLI(LightningCLI):
     def _resolve_resume(self, cfg: Any, subcommand: str) -> bool:
         """``--ckpt_path last`` / a run directory -> the newest ``last.ckpt``, its logger version (cli/resume.py)."""
         ckpt = cfg.get("ckpt_path")
+        if ckpt == "best" and subcommand != "fit":  # Lightning's "best" is the best file of a fit in this process
+            raise CLIError(f"{subcommand} --ckpt_path best: 'best' names the best checkpoint of a fit run in the same "
+                           "process, and this one runs no fit: give the file (runs/<name>/version_N/checkpoints/...)")
         if not isinstance(ckpt, str) or not (ckpt == "last" or Path(ckpt).is_dir()):
             return False
         target = find_resume_target(ckpt, cfg.get("trainer"))

@@ -76,6 +76,12 @@ def test_model_and_data_image_sizes_that_differ_are_one_message(capsys, monkeypa
                  usage=False)
 
 
+def test_best_without_a_fit_in_the_process_is_one_message(capsys, monkeypatch, tmp_path) -> None:
+    code, err = run(["validate", "--config", QUICK, "--ckpt_path", "best"], capsys, monkeypatch, tmp_path)
+    assert code == 2
+    assert_short(err, "validate --ckpt_path best: 'best' names the best checkpoint of a fit", usage=False)
+
+
 def test_unknown_command_suggests_the_close_one(capsys, monkeypatch, tmp_path) -> None:
     code, err = run(["fti", "--config", QUICK], capsys, monkeypatch, tmp_path)
     assert code == 2
