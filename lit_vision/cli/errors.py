@@ -92,9 +92,14 @@ def condense_parser_error(message: str, parser: Any = None) -> str:
         cls = paths[-1] if paths else None
         candidates = class_options(cls) if cls else []
         owner = cls.rsplit(".", 1)[-1] if cls else "this class"
+        # class_options follows **kwargs into the bases: an option a base takes but this class sets itself is
+        # among them, and "did you mean" would suggest the very option refused.
+        inherited = option in candidates
+        candidates = [c for c in candidates if c != option]
         hint = did_you_mean(option, candidates)
         listing = f" Its options: {', '.join(candidates)}." if candidates and not hint else ""
-        return f"{where}{owner} takes no option {option!r}.{hint}{listing}"
+        note = f" (a base class's option, which {owner} sets itself)" if inherited else ""
+        return f"{where}{owner} takes no option {option!r}{note}.{hint}{listing}"
     if m := _NO_CLASS.search(message):
         name = m.group(1) or m.group(2)
         subtypes = _SUBTYPES.search(message)

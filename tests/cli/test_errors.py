@@ -47,6 +47,8 @@ def assert_short(err: str, *expected: str, usage: bool = True) -> None:
      ["unrecognized option '--trainer.max_epohcs 3'", "Did you mean '--trainer.max_epochs'"]),
     (["fit", "--config", DETECT, "--model.architecture.neck_chanels", "64"],
      ["--model.architecture: YOLO takes no option 'neck_chanels'. Did you mean 'neck_channels'?"]),
+    (["fit", "--config", QUICK, "--data.root", "/x"],  # its base's option: not "Did you mean 'root'?"
+     ["DigitsDataModule takes no option 'root' (a base class's option, which DigitsDataModule sets itself)."]),
     (["fit", "--config", QUICK, "--data.batch_sise", "8"],
      ["DigitsDataModule takes no option 'batch_sise'", "Did you mean 'batch_size'"]),
     (["fit", "--config", QUICK, "--trainer.max_epochs", "abc"], ["--trainer.max_epochs: expected int, got 'abc'."]),
