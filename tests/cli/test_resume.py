@@ -132,10 +132,16 @@ def test_last_resumes_without_a_logger_and_with_wandb(imagefolder_root: Path, tm
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "offline")
+    import wandb
+
     for logger in (["--trainer.logger", "false"], ["--trainer.logger", "lit_vision.loggers.WandB",
                                                      "--trainer.logger.init_args.project", "p"]):
-        first = run_cli(_quick(imagefolder_root, *logger, "--trainer.max_steps", "1"))
-        second = run_cli(_quick(imagefolder_root, *logger, "--trainer.max_steps", "2", "--ckpt_path", "last"))
+        try:
+            first = run_cli(_quick(imagefolder_root, *logger, "--trainer.max_steps", "1"))
+            wandb.finish()  # in one process a W&B run stays open after fit; the next logger would reuse it
+            second = run_cli(_quick(imagefolder_root, *logger, "--trainer.max_steps", "2", "--ckpt_path", "last"))
+        finally:
+            wandb.finish()
         assert second.trainer.ckpt_path is not None and Path(second.trainer.ckpt_path).name == "last.ckpt"
         assert second.trainer.global_step == 2  # continued from step 1, not trained 2 steps from scratch
         if logger[1] != "false":
