@@ -21,6 +21,16 @@ from torchvision.transforms.v2 import functional as F
 NEAREST = F.InterpolationMode.NEAREST_EXACT  # class-index resizes: same pixel grid as bilinear, no new values
 
 
+def size_hw(value: Any) -> tuple[int, int] | None:
+    """``(height, width)`` of an ``image_size`` as recipes give it: one number (a square), ``[s]`` or ``[h, w]``."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return int(value), int(value)
+    values = [int(v) for v in value]
+    return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
+
+
 def boxes_to_original(boxes: torch.Tensor, target: dict[str, Any], clamp: bool = True) -> torch.Tensor:
     """Map XYXY ``boxes`` from the transformed image back to the original image's pixels.
 

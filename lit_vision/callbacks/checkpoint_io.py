@@ -310,10 +310,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def first_error(self) -> BaseException | None:
         """The error of the first failed background work not raised yet (``None`` if none failed so far)."""
-        for future in self._pending:
-            if future.done() and future.exception() is not None:
-                return future.exception()
-        return None
+        failed = self._first_failed()
+        return failed.exception() if failed is not None else None
 
     def teardown(self) -> None:
         """Wait for the background work; raise the first error it met. The snapshot buffers are freed."""
@@ -325,10 +323,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def _raise_failed(self) -> None:
         """Raise the error of finished background work, so a failing disk stops the run at the next save."""
-        for future in self._pending:
-            if future.done() and future.exception() is not None:
-                self._pending.remove(future)
-                raise future.exception()
+        failed = self._first_failed()
+        if failed is not None:
+            self._pending.remove(failed)
+            raise failed.exception()
+
+    def _first_failed(self) -> Future | None:
+        return next((f for f in self._pending if f.done() and f.exception() is not None), None)
 
     def _set_aside(self, target: Path) -> Path | None:
         if not target.is_file():

@@ -130,8 +130,10 @@ class LitVisionCLI(LightningCLI):
         # image_size: the data's presets resize to it, and a model that needs it (detection) takes the same.
         if "image_size" in model_args and model_args.get("image_size") is None and data_args.get("image_size"):
             model_args["image_size"] = data_args["image_size"]
+        from lit_vision.geometry import size_hw  # here, not at import: `lit-vision --help` imports no torch
+
         model_size, data_size = model_args.get("image_size"), data_args.get("image_size")
-        if model_size is not None and data_size is not None and _as_size(model_size) != _as_size(data_size):
+        if model_size is not None and data_size is not None and size_hw(model_size) != size_hw(data_size):
             # Both are saved as hyper-parameters; Lightning would stop with a traceback on the clash.
             raise CLIError(f"--model.image_size {model_size} (the recipe's or the checkpoint's) and --data.image_size "
                            f"{data_size} differ: the model sees the data's images, so give the same size to both "
@@ -352,10 +354,3 @@ def run_main(argv: list[str], debug: bool = False) -> int:
               f"(run with --debug, or LIT_VISION_DEBUG=1, for the traceback)", file=sys.stderr)
         return 2
     return 0
-
-
-def _as_size(value: Any) -> Any:
-    """``512`` and ``[512, 512]`` are the same square size."""
-    if isinstance(value, (list, tuple)) and len(value) == 2 and value[0] == value[1]:
-        return value[0]
-    return list(value) if isinstance(value, tuple) else value

@@ -109,8 +109,9 @@ def find_resume_target(ckpt_path: str, trainer_cfg: Any) -> ResumeTarget | None:
     root = _run_root(logger_cfg) if logger_cfg is not None else None
     if kind == "default":  # Lightning's own logger: <default_root_dir>/lightning_logs/version_N
         root = _default_root(trainer_cfg) / "lightning_logs"
-    if kind == "none":  # no logger: ModelCheckpoint writes to <default_root_dir>/checkpoints
-        candidates.append((_default_root(trainer_cfg) / "checkpoints" / "last.ckpt", None))
+    unlogged = _default_root(trainer_cfg) / "checkpoints" if kind == "none" else None
+    if unlogged is not None:  # no logger: ModelCheckpoint writes to <default_root_dir>/checkpoints
+        candidates.append((unlogged / "last.ckpt", None))
     if root is not None and root.is_dir():
         candidates += [(d / "checkpoints" / "last.ckpt", d if kind != "default" else None)
                        for d in root.iterdir() if d.is_dir()]
@@ -120,9 +121,7 @@ def find_resume_target(ckpt_path: str, trainer_cfg: Any) -> ResumeTarget | None:
             rank_zero_warn("--ckpt_path last: the first logger is neither CSV, TensorBoard nor W&B, so only the "
                            "checkpoint dirpaths the recipe sets are searched for last.ckpt; give --ckpt_path "
                            "RUN_DIR (or a file) to resume a run written elsewhere")
-        searched = [root, *_configured_dirpaths(trainer_cfg)]
-        if kind == "none":
-            searched.append(_default_root(trainer_cfg) / "checkpoints")
+        searched = [root, *_configured_dirpaths(trainer_cfg), unlogged]
         where = ", ".join(str(p) for p in searched if p is not None) or "the run"
         rank_zero_info(f"--ckpt_path last: no last.ckpt under {where} yet: starting a new run")
         return None
@@ -131,8 +130,9 @@ def find_resume_target(ckpt_path: str, trainer_cfg: Any) -> ResumeTarget | None:
 
 
 def point_logger_at(trainer_cfg: Any, version_dir: Path) -> bool:
-    """Make the configured CSV/TensorBoard logger write into ``version_dir`` (``<save_dir>/<name>/<version>``), or the
-    W&B logger continue the run whose id names it (Lightning's ``WandbLogger`` resumes an id with ``resume="allow"``)."""
+    """Make the configured CSV/TensorBoard logger write into ``version_dir`` (``<save_dir>/<name>/<version>``), or
+    the W&B logger continue the run whose id names it (Lightning's ``WandbLogger`` resumes an id with
+    ``resume="allow"``)."""
     logger_cfg = _logger_config(trainer_cfg)
     if logger_cfg is None:
         return False

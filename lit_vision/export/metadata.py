@@ -18,6 +18,7 @@ from typing import Any
 
 from lit_vision.constants import IMAGENET_MEAN, IMAGENET_STD
 from lit_vision.export.wrappers import ExportSpec
+from lit_vision.geometry import size_hw
 
 DEFAULT_SIZES: dict[str, int] = {"classification": 224, "detection": 640, "segmentation": 512}
 BOX_FORMAT = "xyxy: x_min, y_min, x_max, y_max in pixels of the input image"
@@ -64,25 +65,16 @@ def normalization(task: Any, data: Mapping[str, Any]) -> tuple[tuple[float, ...]
     return IMAGENET_MEAN, IMAGENET_STD, "ImageNet (lit_vision.constants)"
 
 
-def _pair(value: Any) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return int(value), int(value)
-    values = [int(v) for v in value]
-    return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
-
-
 def input_size(task: Any, kind: str, data: Mapping[str, Any], given: Sequence[int] | None) -> tuple[tuple[int, int], str]:
     """``((height, width), where it comes from)``: the command's ``image_size``, the detector's linked
     ``image_size``, the DataModule's, else a default per task."""
     if given:
-        return _pair(given), "--image_size"  # type: ignore[return-value]
+        return size_hw(given), "--image_size"  # type: ignore[return-value]
     hp = getattr(task, "hparams", {})
     if kind == "detection" and hp.get("image_size"):
-        return _pair(hp["image_size"]), "the task's image_size"  # type: ignore[return-value]
+        return size_hw(hp["image_size"]), "the task's image_size"  # type: ignore[return-value]
     if data.get("image_size"):
-        return _pair(data["image_size"]), "the DataModule's image_size"  # type: ignore[return-value]
+        return size_hw(data["image_size"]), "the DataModule's image_size"  # type: ignore[return-value]
     return (DEFAULT_SIZES[kind],) * 2, "default (no image_size in the checkpoint)"  # type: ignore[return-value]
 
 
