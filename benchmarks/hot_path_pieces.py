@@ -5,13 +5,16 @@
 segmentation loss + backward (batch 8, 21 classes, 128 px, a 255 border), YOLO-n loss + backward (128 px, 3 classes,
 batch 8), and receiving a PackedBatch detection batch (8 images of 3x128x128, small targets).
 """
-import json, pickle, statistics, sys, time
+import json
+import pickle
+import statistics
+import time
+
 import torch
 torch.set_num_threads(2)
 from lit_vision.tasks.segmentation import SemanticSegmenter
 from lit_vision.heads.detection.yolo_loss import YOLOLoss
 from lit_vision.heads.detection.yolo import make_points, decode_boxes
-from lit_vision.data.detection.transforms import detection_collate
 from lit_vision.data.packing import PackedBatch
 
 def timeit(fn, n):
@@ -21,7 +24,7 @@ def timeit(fn, n):
     return statistics.median(ts) * 1e3
 
 g = torch.Generator().manual_seed(0)
-# segmentation loss: quickstart shapes (batch 8, 128 px, 2 classes?) -> use 21 classes VOC-like
+# segmentation loss: 21 classes (VOC-like), batch 8, 128 px
 seg = SemanticSegmenter(class_names=[str(i) for i in range(21)], backbone="tv/resnet18", architecture="fcn")
 out = {"out": torch.randn(8, 21, 128, 128, generator=g, requires_grad=True)}
 mask = torch.randint(0, 21, (8, 128, 128), generator=g); mask[:, :4] = 255
