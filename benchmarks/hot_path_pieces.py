@@ -11,11 +11,13 @@ import statistics
 import time
 
 import torch
+
 torch.set_num_threads(2)
-from lit_vision.tasks.segmentation import SemanticSegmenter
-from lit_vision.heads.detection.yolo_loss import YOLOLoss
-from lit_vision.heads.detection.yolo import make_points, decode_boxes
 from lit_vision.data.packing import PackedBatch
+from lit_vision.heads.detection.yolo import decode_boxes, make_points
+from lit_vision.heads.detection.yolo_loss import YOLOLoss
+from lit_vision.tasks.segmentation import SemanticSegmenter
+
 
 def timeit(fn, n):
     fn(); ts = []
