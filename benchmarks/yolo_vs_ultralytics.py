@@ -253,7 +253,9 @@ def compare(args: argparse.Namespace, dataset: str, size: int, out: dict[str, An
         table.append(row(dataset, tag, r))
         return r
 
-    pair = {n: side(n, args.epochs, "equal epochs") for n in ("ultralytics", "lit_vision")}
+    pair = {n: side(n, args.epochs, "equal epochs") for n in ("ultralytics", "lit_vision") if n in args.sides}
+    if len(pair) < 2:  # one side alone (a recipe variant against a recorded pair): no ratio, no equal-time run
+        return
     lv, ul = pair["lit_vision"], pair["ultralytics"]
     ratios = {"train_wall": lv["train_wall_s"] / ul["train_wall_s"], "ap50_delta": lv["map_50"] - ul["map_50"],
               "ap_delta": lv["map"] - ul["map"]}
@@ -287,6 +289,9 @@ def main() -> None:
     parser.add_argument("--ultra-model", default="yolov8n.yaml")
     parser.add_argument("--ultra-extra", type=json.loads, default={}, help='JSON dict of more train() args')
     parser.add_argument("--no-equal-time", action="store_true", help="only the equal-epoch runs")
+    parser.add_argument("--sides", nargs="+", choices=["ultralytics", "lit_vision"],
+                        default=["ultralytics", "lit_vision"],
+                        help="one side alone: its equal-epoch run only (e.g. a recipe variant, same split and judge)")
     parser.add_argument("--work-dir", type=Path, default=None, help="kept; default: a temporary folder, removed")
     parser.add_argument("--output", type=Path, default=None, help="raw results as JSON")
     args = parser.parse_args()

@@ -12,6 +12,7 @@ epoch and the averaging kernels run on them directly, with the same arithmetic.
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any, Callable
 
 import lightning.pytorch as pl
@@ -23,7 +24,8 @@ from torch import Tensor
 __all__ = ["EMA"]
 
 
-def _ema_multi_avg_fn(decay: float, warmup: bool) -> Callable[[list[Tensor], list[Tensor], Tensor | int], None]:
+def _ema_multi_avg_fn(decay: float, warmup: bool,
+                      warmup_tau: float | None = None) -> Callable[[list[Tensor], list[Tensor], Tensor | int], None]:
     """Build a ``multi_avg_fn`` for :class:`torch.optim.swa_utils.AveragedModel`.
 
     ``AveragedModel`` calls it once per (device, dtype) group with ``num_averaged`` = number of updates already folded
@@ -38,7 +40,13 @@ def _ema_multi_avg_fn(decay: float, warmup: bool) -> Callable[[list[Tensor], lis
             # truncated back to the old value); keep them in sync with the live model instead, like timm does.
             torch._foreach_copy_(ema_params, current_params)
             return
-        if warmup:
+        if warmup_tau is not None:
+            # Ultralytics' ModelEMA: d = decay * (1 - exp(-updates / tau)), its updates counted from 1 at the first
+            # update, which is our copy (n = 0); so our update n is its update n + 1.
+            n = torch.as_tensor(num_averaged, device=ema_params[0].device).to(torch.float32)
+            effective_decay = decay * -torch.expm1(-(n + 1.0) / warmup_tau)
+            weight = (1.0 - effective_decay).to(ema_params[0].dtype)
+        elif warmup:
             n = torch.as_tensor(num_averaged, device=ema_params[0].device).to(torch.float32)
             effective_decay = torch.clamp((1.0 + n) / (10.0 + n), max=decay)
             weight: Tensor | float = (1.0 - effective_decay).to(ema_params[0].dtype)
@@ -60,7 +68,8 @@ class EMA(WeightAveraging):
         update n (n >= 1):    ema = d_n * ema + (1 - d_n) * w
         d_n = decay                                   if warmup is False
         d_n = min(decay, (1 + n) / (10 + n))          if warmup is True   (TF's ``ExponentialMovingAverage``
-                                                                           with ``num_updates``)
+                                                                           with ``num_updates``; timm's ModelEmaV3)
+        d_n = decay * (1 - exp(-(n + 1) / tau))       if warmup_tau = tau (Ultralytics' ``ModelEMA``, tau 2000)
 
     where ``w`` is the live weight right after the optimizer step and ``n`` is the number of updates already folded
     into the average (``AveragedModel.n_averaged``; it is saved in checkpoints, so warm-up continues on resume). Note
@@ -79,7 +88,8 @@ class EMA(WeightAveraging):
     * checkpoints written during ``fit`` store the EMA weights under ``"state_dict"`` (so ``load_from_checkpoint``
       gives the EMA model), the live weights under ``"current_model_state"`` and ``n_averaged`` under
       ``"averaging_state"``; resuming with ``ckpt_path`` restores both and continues the same average;
-    * at the end of ``fit`` the EMA weights are *copied* into the module (the live weights are discarded).
+    * at the end of ``fit`` the EMA weights are *copied* into the module; the live weights are kept aside
+      (:meth:`on_train_end`) so that a checkpoint written after that still holds them for resuming.
 
     Distributed training (DDP): every rank holds identical weights after each optimizer step (gradients are
     all-reduced before the step and optimizer states start identical), so each rank updating its own EMA copy from
@@ -90,6 +100,10 @@ class EMA(WeightAveraging):
         decay: EMA decay ``d`` in ``[0, 1]`` (upper bound when ``warmup`` is on). ``0.9999`` suits ~100k+ steps;
             use ~``0.999`` for short runs.
         warmup: use the ``min(decay, (1 + n) / (10 + n))`` warm-up so early, random weights are forgotten fast.
+        warmup_tau: use Ultralytics' exponential ramp ``decay * (1 - exp(-(n + 1) / tau))`` instead (implies a
+            warm-up; YOLOv8 uses ``tau = 2000``). The two ramps differ most in short runs: after 1,400 updates timm's
+            averages over ~160 steps, the exponential one over ~2, i.e. it follows the live weights until
+            ``n`` is a few ``tau`` (docs/detection.md).
         update_every_n_steps: update after every ``k``-th optimizer step (saves time for large models).
         update_starting_at_step: first zero-based optimizer step index that updates the EMA; earlier steps are ignored
             (the first update then copies the weights).
@@ -103,6 +117,7 @@ class EMA(WeightAveraging):
         self,
         decay: float = 0.9999,
         warmup: bool = False,
+        warmup_tau: float | None = None,
         update_every_n_steps: int = 1,
         update_starting_at_step: int | None = None,
         use_buffers: bool = True,
@@ -117,11 +132,16 @@ class EMA(WeightAveraging):
         if isinstance(device, int):
             # WeightAveraging does ``self._device or pl_module.device``, which would silently ignore device index 0.
             device = torch.device(device)
-        self._multi_avg_fn = _ema_multi_avg_fn(float(decay), warmup)
+        if warmup_tau is not None and not float(warmup_tau) > 0.0:
+            raise ValueError(f"EMA warmup_tau must be > 0 or None, got {warmup_tau}.")
+        warmup_tau = None if warmup_tau is None else float(warmup_tau)
+        self._multi_avg_fn = _ema_multi_avg_fn(float(decay), warmup, warmup_tau)
         super().__init__(device=device, use_buffers=use_buffers, multi_avg_fn=self._multi_avg_fn)
         self._tensors: _Tensors | None = None  # collected lazily, dropped at every epoch start (see _pairs)
+        self._live_at_end: dict[str, Tensor] | None = None  # the live weights when fit ended (on_train_end)
         self.decay = float(decay)
-        self.warmup = bool(warmup)
+        self.warmup = bool(warmup) or warmup_tau is not None
+        self.warmup_tau = warmup_tau
         self.update_every_n_steps = int(update_every_n_steps)
         self.update_starting_at_step = update_starting_at_step
 
@@ -141,6 +161,30 @@ class EMA(WeightAveraging):
         if self._device is None and self._average_model is not None:
             self._average_model.to(pl_module.device)
         self._tensors = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit":
+            self._live_at_end = None
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Finish with the average in the module, as ``WeightAveraging`` does, keeping the live weights aside.
+
+        A checkpoint written after this point (``ModelCheckpoint(save_last=True)`` writes ``last.ckpt`` in its own
+        ``on_train_end``, which Lightning runs after ours; ``trainer.save_checkpoint`` after ``fit``) must still store
+        the live weights of the last step under ``current_model_state``: without them such a file held the average
+        twice, and a run resumed from it continued from the average. One copy of the weights, until the next fit.
+        """
+        self._live_at_end = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        super().on_train_end(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        """``WeightAveraging``'s layout (average in ``state_dict``, live weights in ``current_model_state``), also
+        after :meth:`on_train_end` put the average into the module."""
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        if self._live_at_end is not None and self._average_model is not None:
+            checkpoint["current_model_state"] = self._live_at_end
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._tensors = None  # collected again: a callback may have swapped modules or tensors between epochs
@@ -223,6 +267,8 @@ class EMA(WeightAveraging):
 
     def decay_at(self, n: int) -> float:
         """Effective decay used by the ``n``-th update (``n >= 1``; update 0 is a copy). Handy for logging/tests."""
+        if self.warmup_tau is not None:
+            return self.decay * -math.expm1(-(n + 1.0) / self.warmup_tau)
         return min(self.decay, (1.0 + n) / (10.0 + n)) if self.warmup else self.decay
 
     @property
@@ -232,7 +278,7 @@ class EMA(WeightAveraging):
 
     def state_dict(self) -> dict[str, Any]:
         """Also record the hyper-parameters, for provenance when inspecting a checkpoint."""
-        return {**super().state_dict(), "decay": self.decay, "warmup": self.warmup}
+        return {**super().state_dict(), "decay": self.decay, "warmup": self.warmup, "warmup_tau": self.warmup_tau}
 
 
 class _Tensors:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import lightning.pytorch as pl
@@ -111,6 +112,24 @@ def test_ema_warmup_decay_follows_one_plus_n_over_ten_plus_n() -> None:
     assert_state_differs(expected, constant)
 
 
+def test_ema_exponential_warmup_follows_ultralytics_ramp() -> None:
+    """``warmup_tau``: Ultralytics' ``ModelEMA`` decay ``decay * (1 - exp(-updates / tau))``, its ``updates``
+    counted from 1, which is our update 0 (the copy)."""
+    decay, tau = 0.9, 3.0
+    ema, snaps = EMA(decay=decay, warmup_tau=tau), StepSnapshots()
+    model = fit([ema, snaps], max_steps=8)
+
+    assert ema.warmup and ema.decay_at(1) == pytest.approx(0.9 * (1 - math.exp(-2 / 3)))
+    expected = reference_ema(snaps.snapshots, lambda n: decay * (1 - math.exp(-(n + 1) / tau)))[-1]
+    assert expected is not None
+    assert_state_close(clone_state(model), expected)
+    timm_ramp = reference_ema(snaps.snapshots, lambda n: min(decay, (1 + n) / (10 + n)))[-1]
+    assert timm_ramp is not None
+    assert_state_differs(expected, timm_ramp)
+    with pytest.raises(ValueError, match="warmup_tau"):
+        EMA(warmup_tau=0)
+
+
 def test_ema_updates_every_n_optimizer_steps_from_start_step_with_grad_accumulation() -> None:
     ema, snaps = EMA(decay=0.5, update_every_n_steps=2, update_starting_at_step=1), StepSnapshots()
     # 16 samples / batch 2 = 8 batches per epoch; accumulate 2 -> 4 optimizer steps per epoch; 8 steps = 2 epochs.
@@ -158,6 +177,31 @@ def test_checkpoint_state_dict_holds_ema_weights_and_live_weights_separately(tmp
     assert_state_close(ckpt["current_model_state"], snaps.snapshots[2])
     assert int(ckpt["averaging_state"]["n_averaged"]) == 3
     assert ckpt["callbacks"][next(k for k in ckpt["callbacks"] if k.startswith("EMA"))]["latest_update_step"] == 3
+
+
+def test_checkpoints_written_after_training_ends_keep_the_live_weights_for_resuming(tmp_path: Any) -> None:
+    """``ModelCheckpoint(save_last=True)`` writes ``last.ckpt`` in its ``on_train_end`` (after EMA's, which put the
+    average into the module) when no save fell on the last step, and a user saves the final model with
+    ``trainer.save_checkpoint`` after ``fit``: both files must still hold the live weights of the last step under
+    ``current_model_state``, or a run resumed from them would continue from the average."""
+    ema, snaps = EMA(decay=0.8, warmup=True), StepSnapshots()
+    # no save falls inside the 7 steps, so ModelCheckpoint writes last.ckpt in its on_train_end
+    ckpt_cb = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=100, save_top_k=-1, save_last=True)
+    model = TinyClassifier()
+    trainer = pl.Trainer(**trainer_kwargs(max_steps=7, callbacks=[ema, snaps, ckpt_cb], enable_checkpointing=True))
+    trainer.fit(model, train_dataloaders=loader(16, 4))
+    trainer.save_checkpoint(tmp_path / "after_fit.ckpt")
+
+    expected = reference_ema(snaps.snapshots, lambda n: min(0.8, (1 + n) / (10 + n)))[-1]
+    assert expected is not None
+    assert_state_differs(expected, snaps.snapshots[-1])
+    assert_state_close(clone_state(model), expected)  # fit still ends with the average in the module
+    for name in ("last.ckpt", "after_fit.ckpt"):
+        ckpt = torch.load(tmp_path / name, weights_only=False)
+        assert ckpt["global_step"] == 7, name
+        assert_state_close(ckpt["state_dict"], expected)
+        assert_state_close(ckpt["current_model_state"], snaps.snapshots[-1])
+        assert int(ckpt["averaging_state"]["n_averaged"]) == 7
 
 
 def test_resume_from_checkpoint_continues_the_same_ema(tmp_path: Any) -> None:
