@@ -7,9 +7,10 @@ the file and say what is wrong with it.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -277,13 +278,32 @@ def should_verify(verify: bool | None, count: int) -> bool:
     return verify
 
 
+def walk_files(folder: Path) -> Iterator[Path]:
+    """Every file under ``folder``, in sub-folders too, as torchvision's ``ImageFolder`` walks a class folder
+    (``os.walk(followlinks=True)``): symlinked folders are followed (each real folder once, so a link loop ends),
+    hidden folders (``.ipynb_checkpoints``, ``.thumbnails``, ``.git``) are not entered.
+
+    Not ``Path.rglob``: before Python 3.13 it does not follow symlinked folders and it enters hidden ones.
+    """
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        yield from (Path(root, f) for f in files)
+
+
 def list_image_files(folder: Path, skip: bool, recursive: bool = False) -> tuple[list[Path], list[Path]]:
-    """Image files under ``folder`` (sorted) and the non-image files found there.
+    """Image files under ``folder`` (sorted) and the non-image files found there; with ``recursive``, in its
+    sub-folders too (:func:`walk_files`).
 
     Hidden files are ignored. A non-image file is an error unless ``skip`` (then it is
     returned in the second list so the caller can warn with a count).
     """
-    entries: Iterable[Path] = folder.rglob("*") if recursive else folder.iterdir()
+    entries: Iterable[Path] = walk_files(folder) if recursive else folder.iterdir()
     images, others = [], []
     for p in sorted(entries):
         if is_hidden(p) or p.is_dir():

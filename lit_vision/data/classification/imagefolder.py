@@ -43,7 +43,8 @@ def _identity(path: str) -> str:  # a module-level function: datasets are pickle
 
 
 def scan_class_tree(folder: Path, skip: bool = False) -> dict[str, list[Path]]:
-    """Map each class sub-folder of ``folder`` to its sorted image files.
+    """Map each class sub-folder of ``folder`` to its sorted image files, those in its own sub-folders included
+    (as torchvision's ``ImageFolder``, whose ``make_dataset`` walks each class folder; hidden folders are skipped).
 
     Raises :class:`DataError` for a missing folder, no class folders, an empty class folder or (unless
     ``skip``) a non-image file; with ``skip`` those files are skipped with one warning.
@@ -56,7 +57,7 @@ def scan_class_tree(folder: Path, skip: bool = False) -> dict[str, list[Path]]:
     tree: dict[str, list[Path]] = {}
     skipped: list[Path] = []
     for d in class_dirs:
-        images, others = list_image_files(d, skip=skip)
+        images, others = list_image_files(d, skip=skip, recursive=True)
         skipped += others
         if not images:
             raise DataError(f"class folder {d} holds no image files")

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from lit_vision.data import DataError, ImageFolderDataModule
+from lit_vision.data.checks import resolve_image_paths
 from tests.conftest import CLASS_COLOURS, make_tree, write_image
 
 
@@ -154,3 +155,28 @@ def test_cached_images_give_the_same_tensors(imagefolder_root: Path) -> None:
     a, b = dm(imagefolder_root), dm(imagefolder_root, cache_images=True)
     a.setup("validate"), b.setup("validate")
     assert torch.equal(a.datasets["val"][5]["image"], b.datasets["val"][5]["image"])
+
+
+def test_images_in_sub_folders_of_a_class_folder_belong_to_that_class(tmp_path: Path) -> None:
+    """torchvision's ImageFolder walks each class folder: an image one level down is still its class's (it was
+    silently left out), while hidden folders (notebook checkpoints, thumbnails) are no data."""
+    make_tree(tmp_path, {"train": 2, "val": 1})
+    write_image(tmp_path / "train" / "dog" / "2024" / "x.png", (40, 200, 40))
+    write_image(tmp_path / "train" / "dog" / ".ipynb_checkpoints" / "y.png", (40, 200, 40))
+    data = dm(tmp_path)
+    assert len(data.split["train"]) == 7
+    assert (str(tmp_path / "train" / "dog" / "2024" / "x.png"), data.class_names.index("dog")) in data.split["train"]
+    (tmp_path / "train" / "dog" / "2024" / "notes.txt").write_text("a non-image file one level down is still found")
+    with pytest.raises(DataError, match="notes.txt"):
+        dm(tmp_path)
+
+
+def test_predict_folders_skip_hidden_folders_and_follow_symlinked_ones(tmp_path: Path) -> None:
+    photos, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
+    write_image(photos / "a.png", (1, 2, 3))
+    write_image(photos / ".ipynb_checkpoints" / "a-checkpoint.png", (1, 2, 3))
+    write_image(photos / ".thumbnails" / "a.png", (1, 2, 3))
+    write_image(elsewhere / "b.png", (1, 2, 3))
+    (photos / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (elsewhere / "loop").symlink_to(photos, target_is_directory=True)  # a link loop ends
+    assert resolve_image_paths(str(photos)) == [str(photos / "a.png"), str(photos / "linked" / "b.png")]
