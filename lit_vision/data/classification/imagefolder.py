@@ -212,7 +212,11 @@ class ImageFolderDataModule(SplitDataModule):
 
     @staticmethod
     def _split(tree: dict[str, list[Path]], fraction: float, seed: int) -> tuple[dict, dict]:
-        """Per-class (stratified) seeded split, so the validation set has every class in proportion."""
+        """Per-class (stratified) seeded split, so the validation set has every class in proportion.
+
+        Every class keeps at least one training image (a class of one image is not validated): a rounded fraction
+        near 1 would otherwise move a small class, or all of them, out of training without a word.
+        """
         if not 0 < fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {fraction}")
         rng = random.Random(seed)
@@ -220,7 +224,7 @@ class ImageFolderDataModule(SplitDataModule):
         for name, files in tree.items():
             files = list(files)
             rng.shuffle(files)
-            n_val = max(1, round(len(files) * fraction)) if len(files) > 1 else 0
+            n_val = min(len(files) - 1, max(1, round(len(files) * fraction)))
             val_files, train_files = sorted(files[:n_val]), sorted(files[n_val:])
             train[name] = train_files
             if val_files:

@@ -180,3 +180,11 @@ def test_predict_folders_skip_hidden_folders_and_follow_symlinked_ones(tmp_path:
     (photos / "linked").symlink_to(elsewhere, target_is_directory=True)
     (elsewhere / "loop").symlink_to(photos, target_is_directory=True)  # a link loop ends
     assert resolve_image_paths(str(photos)) == [str(photos / "a.png"), str(photos / "linked" / "b.png")]
+
+
+def test_val_fraction_leaves_every_class_a_training_image(tmp_path: Path) -> None:
+    """round(2 * 0.75) = 2 moved both images of every class to validation: an empty training set, silently."""
+    make_tree(tmp_path, {"all": 2})
+    data = dm(tmp_path / "all", val_fraction=0.75)
+    assert sorted(lbl for _, lbl in data.split["train"]) == [0, 1, 2]
+    assert sorted(lbl for _, lbl in data.split["val"]) == [0, 1, 2]
