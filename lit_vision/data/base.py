@@ -206,8 +206,10 @@ class SplitDataModule(LightningDataModule):
             self.data_seed = default_data_seed()
         sampler = ResumableSampler(dataset, num_replicas=trainer.world_size if trainer else 1,
                                    rank=trainer.global_rank if trainer else 0, seed=self.data_seed)
+        # A shard of at most one batch keeps its short batch: dropping it would leave an epoch of no steps. The
+        # shard (this rank's share), not the dataset: 30 images in batches of 16 on 2 devices are 15 per rank.
         return ResumableDataLoader(
-            dataset, sampler=sampler, drop_last=self.drop_last and len(dataset) > batch_size,
+            dataset, sampler=sampler, drop_last=self.drop_last and len(sampler) > batch_size,
             epoch_length=(lambda: trainer.num_training_batches) if trainer is not None else None, **kwargs)
 
     def state_dict(self) -> dict[str, Any]:

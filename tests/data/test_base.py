@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import pytest
@@ -51,6 +52,17 @@ def test_loader_arguments_reach_the_loaders(imagefolder_root: Path) -> None:
     assert sum(len(b["label"]) for b in train) == 24  # 8 per class, nothing dropped
     with pytest.raises(ValueError, match="batch sizes must be positive"):
         ImageFolderDataModule(str(imagefolder_root), batch_size=0)
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_drop_last_never_leaves_a_rank_without_a_training_batch(imagefolder_root: Path, world_size: int) -> None:
+    """24 images in batches of 16: one full batch on one device; on two, 12 per rank (drop_last dropped them all:
+    an epoch of 0 steps)."""
+    dm = ImageFolderDataModule(str(imagefolder_root), image_size=32, batch_size=16, num_workers=0, drop_last=True)
+    dm.setup("fit")
+    dm.trainer = SimpleNamespace(world_size=world_size, global_rank=0, num_training_batches=1)  # the loader's reads
+    loader = dm.train_dataloader()
+    assert len(loader) == 1 and len(next(iter(loader))["label"]) == (16 if world_size == 1 else 12)
 
 
 class _Recorder(pl.LightningModule):
