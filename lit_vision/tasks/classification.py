@@ -69,6 +69,11 @@ class ImageClassifier(VisionTask):
         **kwargs: Any,
     ) -> None:
         super().__init__(num_classes, class_names, **kwargs)
+        if self.num_classes < 2:  # torchmetrics' accuracy would refuse it with a message about its own argument
+            raise ValueError(f"ImageClassifier needs at least 2 classes, got {self.class_names}: a softmax over one "
+                             "class is 1 whatever the image")
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
         self.label_smoothing = label_smoothing
         self.top_k = min(top_k, self.num_classes)
         self.model = self.build_model()

@@ -37,6 +37,15 @@ def test_num_classes_comes_from_class_names_and_mismatch_is_an_error() -> None:
         ImageClassifier()
 
 
+def test_one_class_or_no_top_k_is_refused_with_a_clear_message() -> None:
+    """One class trained to accuracy 1 with nothing learned (torchmetrics refused it naming its own argument);
+    top_k=0 predicted empty lists."""
+    with pytest.raises(ValueError, match=r"at least 2 classes, got \['only'\]"):
+        ImageClassifier(backbone="tv/resnet18", class_names=["only"])
+    with pytest.raises(ValueError, match="top_k must be at least 1"):
+        tiny(top_k=0)
+
+
 def test_loss_is_label_smoothed_cross_entropy_computed_by_hand() -> None:
     torch.manual_seed(0)
     model = tiny(label_smoothing=0.1).eval()

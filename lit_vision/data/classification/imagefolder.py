@@ -192,6 +192,8 @@ class ImageFolderDataModule(SplitDataModule):
                 f"data root {self.root} has no train/ folder. Expected {self.root}/train/<class>/... and "
                 f"{self.root}/val/<class>/..., or set val_fraction to split a single class tree."
             )
+        if len(names) < 2:  # a softmax over one class is 1 whatever the image: nothing to learn, accuracy always 1
+            raise DataError(f"{self.root} has one class folder ({names[0]!r}): classification needs at least two")
         self._check_known(val, names, self.root / "val")
         index = {n: i for i, n in enumerate(names)}
         self.split["train"] = [(str(p), index[c]) for c in names for p in train[c]]

@@ -188,3 +188,10 @@ def test_val_fraction_leaves_every_class_a_training_image(tmp_path: Path) -> Non
     data = dm(tmp_path / "all", val_fraction=0.75)
     assert sorted(lbl for _, lbl in data.split["train"]) == [0, 1, 2]
     assert sorted(lbl for _, lbl in data.split["val"]) == [0, 1, 2]
+
+
+def test_a_single_class_folder_is_a_clear_error(tmp_path: Path) -> None:
+    for split in ("train", "val"):
+        write_image(tmp_path / split / "only" / "0.png", (1, 2, 3))
+    with pytest.raises(DataError, match=r"one class folder \('only'\).*at least two"):
+        dm(tmp_path)
