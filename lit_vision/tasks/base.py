@@ -6,6 +6,7 @@ either without code. ``None`` means the classic recipe described in each argumen
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -329,18 +330,28 @@ class VisionTask(LightningModule):
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Parameter groups handed to the optimizer: trainable parameters only (a frozen backbone stays out, and
-        Lightning's ``BackboneFinetuning`` adds its own group when it unfreezes it), split by weight decay and,
-        with ``layer_decay``, by backbone layer (groups carry an ``lr_scale``). Override for other schemes."""
-        if self.no_weight_decay_norm_bias:
-            decay, no_decay = split_decay_parameters(self)
-            groups = [g for g in ({"params": decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
-        else:
-            groups = [{"params": [p for p in self.parameters() if p.requires_grad]}]
+        :class:`~lit_vision.callbacks.BackboneUnfreezing` adds its groups when it unfreezes it), split by weight
+        decay and, with ``layer_decay``, by backbone layer (groups carry an ``lr_scale``). Override for other schemes."""
+        groups = self.weight_decay_groups()
         if self.layer_decay is not None:
             from lit_vision.backbones.layer_decay import layer_decay_groups
 
             groups = layer_decay_groups(groups, self.backbone, self.layer_decay)
         return groups
+
+    def weight_decay_groups(self, params: Iterable[nn.Parameter] | None = None) -> list[dict[str, Any]]:
+        """``params`` (default: every trainable parameter) split by the weight-decay rule: with
+        ``no_weight_decay_norm_bias``, norms, biases and 1-D parameters in a group of ``weight_decay=0``. Also what
+        :class:`~lit_vision.callbacks.BackboneUnfreezing` adds a backbone with when it unfreezes it."""
+        wanted = None if params is None else {id(p) for p in params}
+        if self.no_weight_decay_norm_bias:
+            decay, no_decay = split_decay_parameters(self)
+            groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        else:
+            groups = [{"params": [p for p in self.parameters() if p.requires_grad]}]
+        if wanted is not None:
+            groups = [{**g, "params": [p for p in g["params"] if id(p) in wanted]} for g in groups]
+        return [g for g in groups if g["params"]]
 
     def configure_optimizers(self) -> Any:
         # Lightning refuses to clip gradients under 16-mixed *and* bf16-mixed when the optimizer unscales them itself,
@@ -351,6 +362,10 @@ class VisionTask(LightningModule):
         optimizer = build_optimizer(self.optimizer_factory, self.parameter_groups(),
                                     allow_fused=not (mixed and clipped))
         apply_lr_scales(optimizer)  # before the scheduler records each group's initial lr
+        if trainer is not None:
+            from lit_vision.callbacks.finetuning import warn_lightning_backbone_finetuning
+
+            warn_lightning_backbone_finetuning(getattr(trainer, "callbacks", []))
         if self.lr_scheduler_factory is None:
             total = max(1, int(self.trainer.estimated_stepping_batches))
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)

@@ -1,7 +1,8 @@
-"""Lightning's ``BackboneFinetuning`` with every task: the backbone stays put while frozen, trains once unfrozen.
+"""``BackboneUnfreezing`` (Lightning's ``BackboneFinetuning`` with the task's weight-decay groups) with every task:
+the backbone stays put while frozen, trains once unfrozen.
 
-Lightning's callback freezes ``pl_module.backbone`` in ``setup`` (before ``configure_optimizers``) and, at
-``unfreeze_backbone_at_epoch``, adds the backbone's parameters to the optimizer as one new group. Its frozen phase
+The callback freezes ``pl_module.backbone`` in ``setup`` (before ``configure_optimizers``) and, at
+``unfreeze_backbone_at_epoch``, adds the backbone's parameters to the optimizer as new groups. Its frozen phase
 keeps BatchNorm affine parameters trainable whatever ``train_bn`` says (Lightning issues #13902 / #21531), so
 "frozen" below means every backbone parameter outside a BatchNorm.
 """
@@ -17,7 +18,7 @@ import torch
 from lightning.pytorch.callbacks import BackboneFinetuning
 from torch import nn
 
-from lit_vision.callbacks import LRWarmup
+from lit_vision.callbacks import BackboneUnfreezing, LRWarmup
 from lit_vision.data import ImageFolderDataModule
 from lit_vision.data.detection import ShapesDetectionDataModule
 from lit_vision.data.segmentation import ShapesSegmentationDataModule
@@ -53,12 +54,13 @@ def frozen_and_head(task: VisionTask) -> tuple[set[str], set[str]]:
 
 
 def fit_two_epochs(task: VisionTask, data: pl.LightningDataModule, tmp_path: Path,
-                   callbacks: list[pl.Callback] = ()) -> tuple[pl.Trainer, Snapshots]:
+                   callbacks: list[pl.Callback] = (), unfreezing: type[BackboneFinetuning] = BackboneUnfreezing,
+                   ) -> tuple[pl.Trainer, Snapshots]:
     snapshots = Snapshots()
     trainer = pl.Trainer(accelerator="cpu", max_epochs=2, limit_train_batches=1, limit_val_batches=0,
                          num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path,
-                         callbacks=[BackboneFinetuning(unfreeze_backbone_at_epoch=1), *callbacks, snapshots])
+                         callbacks=[unfreezing(unfreeze_backbone_at_epoch=1), *callbacks, snapshots])
     trainer.fit(task, data)
     return trainer, snapshots
 
@@ -75,11 +77,14 @@ def check_backbone_waits_one_epoch(task: VisionTask, trainer: pl.Trainer, snapsh
     assert changed(after_frozen_epoch, after_unfrozen_epoch, frozen) == frozen
     assert changed(start, after_frozen_epoch, head) == head
     assert changed(after_frozen_epoch, after_unfrozen_epoch, head) == head
-    # The optimizer was built without the frozen parameters; the callback's group holds exactly them.
+    # The optimizer was built without the frozen parameters; the callback's groups hold exactly them.
     names = {id(p): n for n, p in task.named_parameters()}
-    *built, added = trainer.optimizers[0].param_groups
+    groups = trainer.optimizers[0].param_groups
+    built = [g for g in groups if not g.get("backbone_unfreezing")]
+    added = [g for g in groups if g.get("backbone_unfreezing")]
+    assert groups[:len(built)] == built
     assert {names[id(p)] for g in built for p in g["params"]}.isdisjoint(frozen)
-    assert {names[id(p)] for p in added["params"]} == frozen
+    assert {names[id(p)] for g in added for p in g["params"]} == frozen
 
 
 @pytest.mark.parametrize("layer_decay", [None, 0.5], ids=["plain", "layer_decay+warmup"])
@@ -91,8 +96,16 @@ def test_classifier_backbone_trains_only_after_unfreezing(imagefolder_root: Path
     trainer, snapshots = fit_two_epochs(task, data, tmp_path, warmup)
     check_backbone_waits_one_epoch(task, trainer, snapshots)
     if layer_decay:  # the backbone's BatchNorms (trainable from the start, see the module docstring) keep their scales
-        groups = trainer.optimizers[0].param_groups[:-1]
+        groups = [g for g in trainer.optimizers[0].param_groups if not g.get("backbone_unfreezing")]
         assert groups[0]["applied_lr_scale"] == 1.0 and min(g["applied_lr_scale"] for g in groups) == 0.5 ** 5
+
+
+def test_lightnings_own_callback_warns(imagefolder_root: Path, tmp_path: Path) -> None:
+    """Lightning's class still works, with a warning naming what it gets wrong (tests/callbacks/test_finetuning.py)."""
+    data = ImageFolderDataModule(root=str(imagefolder_root), image_size=32, batch_size=4, num_workers=0)
+    task = ImageClassifier(backbone="tv/resnet18", class_names=data.class_names)
+    with pytest.warns(UserWarning, match="use lit_vision.callbacks.BackboneUnfreezing"):
+        fit_two_epochs(task, data, tmp_path, unfreezing=BackboneFinetuning)
 
 
 def test_detector_backbone_trains_only_after_unfreezing(tmp_path: Path) -> None:
