@@ -77,11 +77,45 @@ def _meta_model(arch: str, **kwargs: Any) -> nn.Module:
         return timm.create_model(arch, pretrained=False, **kwargs)
 
 
+def _as_timm_loads_it(arch: str, state: dict[str, Tensor], kwargs: dict[str, Any]) -> tuple[nn.Module, dict]:
+    """The classification model (meta device) and ``state`` as timm's pretrained loading sees it: passed through
+    the architecture's own ``pretrained_filter_fn``, which adapts a checkpoint to the model's arguments (ViT's
+    resamples ``pos_embed`` to ``img_size``, Swin's its position tables) or converts other layouts (OpenCLIP,
+    DINOv2). timm's ``load_pretrained`` is swapped for a recorder while the model is built, so nothing is loaded.
+    A filter that fails on the meta model leaves ``state`` as it is."""
+    import timm
+    from timm.models import _builder
+
+    seen: dict[str, Any] = {}
+
+    def record(model: nn.Module, *args: Any, filter_fn: Any = None, **kw: Any) -> None:
+        seen["filter_fn"] = filter_fn
+
+    original, _builder.load_pretrained = _builder.load_pretrained, record
+    try:
+        with torch.device("meta"):
+            ref = timm.create_model(arch, pretrained=True, **kwargs)
+    finally:
+        _builder.load_pretrained = original
+    filter_fn = seen.get("filter_fn")
+    if filter_fn is None:
+        return ref, state
+    try:
+        try:
+            filtered = filter_fn(dict(state), ref)
+        except TypeError:  # timm's one-argument filters (it retries the same way)
+            filtered = filter_fn(dict(state))
+    except Exception:  # noqa: BLE001 - the plain check below still guards the load
+        return ref, state
+    return ref, {k: v for k, v in filtered.items() if isinstance(v, Tensor)}
+
+
 def _checked_state_dict(arch: str, source: WeightSource, kwargs: dict[str, Any]) -> dict[str, Tensor]:
-    """Load ``source`` and verify it is a full ``arch`` classification checkpoint."""
+    """Load ``source`` and verify it is a full ``arch`` classification checkpoint, as timm will load it (after the
+    architecture's checkpoint filter: a ViT file of another ``img_size`` fits once its ``pos_embed`` is resampled)."""
     state = load_weight_file(source)
     full_kwargs = {k: v for k, v in kwargs.items() if k not in _FEATURE_ONLY_KWARGS}
-    ref = _meta_model(arch, **full_kwargs)
+    ref, filtered = _as_timm_loads_it(arch, state, full_kwargs)
     cfg = getattr(ref, "pretrained_cfg", None) or {}
     heads = cfg.get("classifier") or ()
     heads = (heads,) if isinstance(heads, str) else tuple(heads)
@@ -91,7 +125,7 @@ def _checked_state_dict(arch: str, source: WeightSource, kwargs: dict[str, Any])
     first = (first,) if isinstance(first, str) else tuple(first)
     # timm adapts the stem to a different in_chans itself (sums / repeats the RGB filters).
     adapted = [f"{c}.weight" for c in first] if "in_chans" in kwargs else []
-    check_state_dict(state, needed, known, source=source, arch=f"timm/{arch}", ignore_shape=adapted)
+    check_state_dict(filtered, needed, known, source=source, arch=f"timm/{arch}", ignore_shape=adapted)
     return state
 
 

@@ -157,6 +157,25 @@ def test_timm_weight_file_reproduces_the_source_model(tmp_path: Path) -> None:
     torch.testing.assert_close(gray.model.layer1[0].conv1.weight, src.layer1[0].conv1.weight)
 
 
+def test_timm_vit_file_loads_at_another_img_size_as_timm_does(tmp_path: Path) -> None:
+    """timm's own loading resamples a ViT's ``pos_embed`` to ``img_size`` (its checkpoint filter); a local file must
+    too, not fail the strict check on the raw file's shape. A file of another width still fails."""
+    src = timm.create_model("vit_tiny_patch16_224", img_size=64)  # 4x4 patches
+    path = tmp_path / "vit_tiny.pth"
+    torch.save(src.state_dict(), path)
+    expected = timm.create_model("vit_tiny_patch16_224", img_size=32, pretrained=True, features_only=True,
+                                 out_indices=[-1], pretrained_cfg_overlay={"state_dict": src.state_dict(),
+                                                                           "source": None})
+    bb = create_backbone("timm/vit_tiny_patch16_224", pretrained=path, img_size=32, out_indices=[-1])
+    assert bb.model.model.pos_embed.shape == (1, 5, 192)
+    torch.testing.assert_close(bb.model.model.pos_embed, expected.model.pos_embed)
+    torch.testing.assert_close(bb.model.model.blocks[0].attn.qkv.weight, src.blocks[0].attn.qkv.weight)
+    torch.save(timm.create_model("vit_small_patch16_224", img_size=64).state_dict(), tmp_path / "vit_small.pth")
+    with pytest.raises(IncompatibleWeightsError, match="wrong shape"):
+        create_backbone("timm/vit_tiny_patch16_224", pretrained=tmp_path / "vit_small.pth", img_size=32,
+                        out_indices=[-1])
+
+
 def test_pretrained_true_uses_torchvision_weights_without_network(monkeypatch) -> None:
     """pretrained=True must go through torchvision's own weights path (aux heads, transform_input)."""
     published = {
