@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 
 from torch import nn
 
-__all__ = ["freeze_batchnorm", "freeze_stages", "modules_in_order_stages", "set_batchnorm_eps"]
+__all__ = ["freeze_batchnorm", "freeze_stages", "modules_in_order_stages", "parameter_stages", "set_batchnorm_eps"]
 
 
 def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -63,7 +63,8 @@ def modules_in_order_stages(ordered_names: Sequence[str], boundaries: Sequence[s
     ``ordered_names`` are module names in execution order (pre-order of ``named_modules()`` for torchvision's
     classification models, which register layers in the order ``forward`` uses them); ``boundaries`` are the
     modules that end each stage (a stage's output node). A boundary that is not a module (a functional node
-    such as DenseNet's final ``relu``) ends the last stage. Modules after the last boundary are left out.
+    such as DenseNet's final ``relu``) ends the last stage. Modules after the last boundary are left out, and so are
+    containers whose modules span several stages.
     """
     position = {n: i for i, n in enumerate(ordered_names)}
     ends = []
@@ -75,12 +76,35 @@ def modules_in_order_stages(ordered_names: Sequence[str], boundaries: Sequence[s
             ends.append(len(ordered_names))
         else:
             raise ValueError(f"stage boundary {boundary!r} is not a module; cannot tell which layers it ends")
-    stages: dict[str, int] = {}
+    stages: dict[str, int | None] = {}
     for name in ordered_names:
-        k = next((k for k, end in enumerate(ends) if position[name] <= end), None)
-        if k is not None and name:
-            stages[name] = k
-    return stages
+        stages[name] = next((k for k, end in enumerate(ends) if position[name] <= end), None)
+    # A container is listed before its children, so order alone puts it in its first child's stage: ``features``
+    # of a torchvision EfficientNet (every stage), a timm ViT's ``model``. Freezing it would freeze them all, so a
+    # module is kept only when everything under it is in its stage.
+    spans: dict[str, set[int | None]] = {}
+    for name, k in stages.items():
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            spans.setdefault(".".join(parts[:i]), set()).add(k)
+    return {n: k for n, k in stages.items() if n and k is not None and spans.get(n) == {k}}
+
+
+def parameter_stages(root: nn.Module, module_stages: dict[str, int]) -> dict[str, int | None]:
+    """Stage of each parameter of ``root``: its module's; for a parameter held by a container that spans stages
+    (a timm ViT's ``cls_token`` and ``pos_embed``), the first stage under the container, where it is used (timm's
+    layer-decay groups put them in the stem too); ``None`` after the last stage (a final norm)."""
+    first: dict[str, int] = {}
+    for name, k in module_stages.items():
+        parts = name.split(".")
+        for i in range(len(parts)):
+            prefix = ".".join(parts[:i])
+            first[prefix] = min(k, first.get(prefix, k))
+    out: dict[str, int | None] = {}
+    for name, _ in root.named_parameters():
+        owner = name.rpartition(".")[0]
+        out[name] = module_stages.get(owner, first.get(owner))
+    return out
 
 
 def freeze_stages(backbone: nn.Module, module_stages: dict[str, int], stages: int | None) -> list[str]:
@@ -93,7 +117,8 @@ def freeze_stages(backbone: nn.Module, module_stages: dict[str, int], stages: in
         backbone.requires_grad_(False)
     else:
         names = [n for n, k in module_stages.items() if k < stages]
-        for name in names:
-            backbone.get_submodule(name).requires_grad_(False)
+        for name, k in parameter_stages(backbone, module_stages).items():
+            if k is not None and k < stages:
+                backbone.get_parameter(name).requires_grad_(False)
     freeze_batchnorm(backbone, names)
     return names

@@ -40,9 +40,11 @@ def backbone_layer_ids(backbone: nn.Module) -> tuple[dict[str, int], int]:
                          "known for this architecture, so layer-wise LR decay cannot order them (use layer_decay=None)")
     num_stages = int(getattr(backbone, "num_stages", max(stages.values()) + 1))
     last = max(stages.values())
-    # A parameter belongs to the module that owns it; modules after the last stage boundary (a final norm) belong
-    # to the deepest stage.
-    ids = {name: stages.get(name.rpartition(".")[0], last) + 1 for name, _ in backbone.named_parameters()}
+    # A parameter belongs to the module that owns it (a container's own, to its first stage); modules after the last
+    # stage boundary (a final norm) belong to the deepest stage.
+    from .freeze import parameter_stages
+
+    ids = {name: (last if k is None else k) + 1 for name, k in parameter_stages(backbone, stages).items()}
     return ids, num_stages + 1
 
 

@@ -331,7 +331,8 @@ class VisionTask(LightningModule):
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Parameter groups handed to the optimizer: trainable parameters only (a frozen backbone stays out, and
         :class:`~lit_vision.callbacks.BackboneUnfreezing` adds its groups when it unfreezes it), split by weight
-        decay and, with ``layer_decay``, by backbone layer (groups carry an ``lr_scale``). Override for other schemes."""
+        decay and, with ``layer_decay``, by backbone layer (groups carry an ``lr_scale``). Override for other
+        schemes."""
         groups = self.weight_decay_groups()
         if self.layer_decay is not None:
             from lit_vision.backbones.layer_decay import layer_decay_groups

@@ -33,6 +33,22 @@ def test_module_stages(name: str, expected: dict[str, int]) -> None:
     assert {k: stages.get(k) for k in expected} == expected
 
 
+@pytest.mark.parametrize(("name", "kwargs", "container", "stage0"), [
+    ("tv/efficientnet_b0", {}, "body.features", ("body.features.0.", "body.features.1.")),
+    ("tv/densenet121", {}, "body.features", ("body.features.conv0.",)),
+    ("timm/vit_tiny_patch16_224", {"img_size": 32, "out_indices": [-1]}, "model.model",
+     ("model.model.cls_token", "model.model.pos_embed", "model.model.patch_embed.", "model.model.blocks.0.")),
+])
+def test_frozen_stages_freeze_only_those_stages(name: str, kwargs: dict, container: str,
+                                                stage0: tuple[str, ...]) -> None:
+    """A container listed before its stages (``features``, a ViT's ``model``) is not "stage 0": freezing it froze the
+    whole backbone. A ViT's own ``cls_token``/``pos_embed`` are its stem's, as in timm's layer-decay groups."""
+    backbone = create_backbone(name, frozen_stages=1, **kwargs)
+    frozen = {n for n, p in backbone.named_parameters() if not p.requires_grad}
+    assert frozen == {n for n, _ in backbone.named_parameters() if n.startswith(stage0)}
+    assert container not in backbone.module_stages  # it spans every stage
+
+
 def test_frozen_stages_match_torchvisions_trainable_backbone_layers() -> None:
     """``frozen_stages=2`` freezes what torchvision's ``trainable_backbone_layers=3`` freezes (stem and layer1)."""
     reference = _resnet_fpn_extractor(torchvision.models.resnet18(norm_layer=FrozenBatchNorm2d), 3).body
