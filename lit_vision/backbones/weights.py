@@ -2,7 +2,8 @@
 
 Clusters without internet get weights as files, so ``pretrained=<path>`` must read what
 torchvision/timm publish (a classification model's state dict) and the usual wrappers
-around it (``{"state_dict": ...}``, ``{"model": ...}``, DDP's ``module.`` prefix). The
+around it (``{"state_dict": ...}``, ``{"model": ...}``, timm's training checkpoints with their EMA
+weights, DDP's ``module.`` prefix). The
 check is stricter than ``load_state_dict(strict=False)``: a file for another architecture
 must fail loudly here rather than train from a half-random backbone.
 """
@@ -20,8 +21,11 @@ __all__ = ["IncompatibleWeightsError", "load_weight_file", "check_state_dict", "
 
 WeightSource = str | os.PathLike | Mapping[str, Tensor]
 
-_TORCH_SUFFIXES = {".pth", ".pt", ".bin", ".ckpt"}
-_NESTING_KEYS = ("state_dict", "model")
+_TORCH_SUFFIXES = {".pth", ".pt", ".bin", ".ckpt", ".tar"}  # .pth.tar: what timm's train.py writes
+# timm's ``load_state_dict`` order (``use_ema=True``, its default and what ``--initial-checkpoint`` and
+# ``create_model(checkpoint_path=...)`` use): a training checkpoint's EMA weights first.
+_NESTING_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP / DataParallel, torch.compile (either order), as timm strips
 _SHOW = 5  # how many offending keys an error message lists
 
 
@@ -36,8 +40,10 @@ def _describe(source: WeightSource) -> str:
 def load_weight_file(source: WeightSource) -> dict[str, Tensor]:
     """Read a state dict from a file (or take a mapping) and normalise its keys.
 
-    ``.safetensors`` goes through ``safetensors.torch.load_file``; ``.pth/.pt/.bin/.ckpt``
-    through ``torch.load(weights_only=True)`` so a checkpoint cannot run code.
+    ``.safetensors`` goes through ``safetensors.torch.load_file``; ``.pth/.pt/.bin/.ckpt`` (and timm's
+    ``.pth.tar``) through ``torch.load(weights_only=True)`` so a checkpoint cannot run code. Training checkpoints
+    are unwrapped as timm's loader does: ``state_dict_ema`` / ``model_ema`` (the EMA weights) before
+    ``state_dict`` / ``model``, then DDP's ``module.`` and ``torch.compile``'s ``_orig_mod.`` prefixes.
     """
     if isinstance(source, Mapping):
         state: object = dict(source)
@@ -57,7 +63,7 @@ def load_weight_file(source: WeightSource) -> dict[str, Tensor]:
                 f"Unsupported weight file '{path}': expected .safetensors or one of "
                 f"{sorted(_TORCH_SUFFIXES)}"
             )
-    # Unwrap training checkpoints: {"state_dict": {...}, "epoch": ...} or {"model": {...}}.
+    # Unwrap training checkpoints: {"state_dict": {...}, "epoch": ...}, {"model": {...}}, timm's EMA entries.
     while isinstance(state, Mapping):
         nested = next((state[k] for k in _NESTING_KEYS if isinstance(state.get(k), Mapping)), None)
         if nested is None:
@@ -68,9 +74,14 @@ def load_weight_file(source: WeightSource) -> dict[str, Tensor]:
     tensors = {str(k): v for k, v in state.items() if isinstance(v, Tensor)}
     if not tensors:
         raise IncompatibleWeightsError(f"{_describe(source)} holds no tensors")
-    if all(k.startswith("module.") for k in tensors):  # saved from DataParallel / DDP
-        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
-    return tensors
+    return {_unwrapped(k): v for k, v in tensors.items()}
+
+
+def _unwrapped(key: str) -> str:
+    """``key`` without the prefixes DDP and ``torch.compile`` add (timm's ``clean_state_dict``)."""
+    while key.startswith(_WRAPPER_PREFIXES):
+        key = key.removeprefix("module.").removeprefix("_orig_mod.")
+    return key
 
 
 def _matches(key: str, prefixes: Iterable[str]) -> bool:

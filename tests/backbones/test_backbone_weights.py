@@ -65,6 +65,20 @@ def test_checkpoint_wrappers_are_unwrapped(resnet18, tmp_path: Path, wrap) -> No
     _assert_maps_equal(bb(x), [hooked["layer4"]])
 
 
+def test_timm_training_checkpoint_loads_its_ema_weights_as_timm_does(tmp_path: Path) -> None:
+    """timm's train.py writes ``*.pth.tar`` with ``state_dict`` and ``state_dict_ema``; timm's loader (``use_ema=True``,
+    what ``--initial-checkpoint`` uses) takes the EMA weights. Keys may carry ``torch.compile``'s ``_orig_mod.``."""
+    raw, ema = timm.create_model("resnet18").state_dict(), timm.create_model("resnet18").state_dict()
+    path = tmp_path / "model_best.pth.tar"
+    torch.save({"epoch": 3, "state_dict": raw, "state_dict_ema": {f"_orig_mod.{k}": v for k, v in ema.items()}}, path)
+    reference = timm.models.load_state_dict(str(path))
+    assert torch.equal(reference["conv1.weight"], ema["conv1.weight"])
+    loaded = load_weight_file(path)
+    assert loaded.keys() == ema.keys() and all(torch.equal(loaded[k], ema[k]) for k in ema)
+    bb = create_backbone("timm/resnet18", pretrained=path)
+    assert torch.equal(bb.model.layer4[1].conv2.weight, ema["layer4.1.conv2.weight"])
+
+
 def test_in_memory_state_dict_and_missing_batchnorm_counters(resnet18) -> None:
     """Old torchvision checkpoints predate BatchNorm's num_batches_tracked."""
     state = {k: v for k, v in resnet18.state_dict().items() if not k.endswith("num_batches_tracked")}
