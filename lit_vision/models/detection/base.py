@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from lit_vision.backbones import Backbone
@@ -62,10 +63,16 @@ class Detector(nn.Module):
     do not. ``label_offset`` shifts labels by +1 on the way in and -1 on the way out, so callers always see
     ``0..K-1``. ``forward(images, targets)`` in training mode returns the loss dict; in eval mode a list of
     ``{"boxes", "labels", "scores"}`` per image (``targets`` ignored).
+
+    ``float_outputs`` names the submodules of ``model`` (the heads) whose outputs are cast to float32. Under
+    ``bf16-mixed`` their last convolution or linear layer returns bf16, and torchvision decodes boxes in the
+    dtype of the regression (``BoxCoder.decode_single`` casts the float32 anchors to it): with bf16's 8-bit
+    mantissa every coordinate lands on a 2-4 px grid at 256-1024 px (and Faster R-CNN decodes twice), and the
+    losses are summed in bf16. The heads still compute in bf16; only decoding and losses move to float32.
     """
 
     def __init__(self, model: nn.Module, architecture: str, num_classes: int, label_offset: int = 0,
-                 class_dependent: Sequence[str] = ()) -> None:
+                 class_dependent: Sequence[str] = (), float_outputs: Sequence[str] = ()) -> None:
         super().__init__()
         self.model = model
         self.architecture = architecture
@@ -74,6 +81,8 @@ class Detector(nn.Module):
         # Parameters (prefixes under ``model.``) whose shape depends on the class count: what loading another
         # dataset's detector re-initialises (lit_vision/models/weights.py).
         self.class_dependent = tuple(f"model.{p}" for p in class_dependent)
+        for name in float_outputs:
+            model.get_submodule(name).register_forward_hook(_float32_outputs)
 
     @property
     def backbone(self) -> nn.Module:
@@ -96,6 +105,21 @@ class Detector(nn.Module):
             return self.model(images, targets)
         outputs = self.model(images)
         return [dict(o, labels=o["labels"] - self.label_offset) for o in outputs]
+
+
+def _to_float32(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.float() if value.is_floating_point() and value.dtype != torch.float32 else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_float32(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_float32(v) for k, v in value.items()}
+    return value
+
+
+def _float32_outputs(module: nn.Module, inputs: Any, output: Any) -> Any:
+    """Forward hook: the module's tensors (in lists, tuples and dicts too) as float32 (see :class:`Detector`)."""
+    return _to_float32(output)
 
 
 def anchors_per_level(detector: nn.Module) -> list[int]:

@@ -59,4 +59,5 @@ class FasterRCNN(AnchorBasedArchitecture):
             box_roi_pool=MultiScaleRoIAlign(featmap_names=neck.feature_names, output_size=7, sampling_ratio=2),
             box_score_thresh=self.score_thresh, box_nms_thresh=self.nms_thresh,
             box_detections_per_img=self.detections_per_img, **extra, **self.common_kwargs(image_size, backbone))
-        return Detector(model, self.name, num_classes, label_offset=1, class_dependent=("roi_heads.box_predictor",))
+        return Detector(model, self.name, num_classes, label_offset=1, class_dependent=("roi_heads.box_predictor",),
+                        float_outputs=("rpn.head", "roi_heads.box_predictor"))

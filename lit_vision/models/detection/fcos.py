@@ -44,4 +44,5 @@ class FCOS(TorchvisionDetectorArchitecture):
         model = TorchvisionFCOS(neck, num_classes, anchor_generator=anchors, score_thresh=self.score_thresh,
                                 nms_thresh=self.nms_thresh, detections_per_img=self.detections_per_img, **extra,
                                 **self.common_kwargs(image_size, backbone))
-        return Detector(model, self.name, num_classes, class_dependent=("head.classification_head.cls_logits",))
+        return Detector(model, self.name, num_classes, class_dependent=("head.classification_head.cls_logits",),
+                        float_outputs=("head",))

@@ -54,4 +54,5 @@ class RetinaNet(AnchorBasedArchitecture):
                                      score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
                                      detections_per_img=self.detections_per_img,
                                      **self.common_kwargs(image_size, backbone))
-        return Detector(model, self.name, num_classes, class_dependent=("head.classification_head.cls_logits",))
+        return Detector(model, self.name, num_classes, class_dependent=("head.classification_head.cls_logits",),
+                        float_outputs=("head",))

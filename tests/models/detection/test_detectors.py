@@ -148,3 +148,21 @@ def test_unknown_architecture_is_rejected() -> None:
 def test_fcos_needs_fpn_channels_divisible_by_32() -> None:
     with pytest.raises(ValueError, match="multiple of 32"):
         build_detector("fcos", "tv/resnet18", 3, fpn_channels=16)
+
+
+@pytest.mark.parametrize("architecture", ["faster_rcnn", "retinanet", "fcos"])
+def test_torchvision_detectors_decode_boxes_in_float32_under_bf16_autocast(architecture: str) -> None:
+    """Under bf16-mixed the heads return bf16 and torchvision decodes in the regression's dtype: boxes came back
+    as bf16, every coordinate on bf16's grid (2 px steps at 256-512 px), and the losses were bf16 sums."""
+    torch.manual_seed(0)
+    model = build_detector(architecture, "tv/resnet18", NUM_CLASSES, image_size=512, fpn_channels=32, score_thresh=0.0)
+    images = [torch.rand(3, 384, 512)]
+    targets = [{"boxes": torch.tensor([[300.5, 200.25, 410.75, 330.5]]), "labels": torch.tensor([1])}]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model.train()(images, targets)
+        with torch.no_grad():
+            boxes = model.eval()(images)[0]["boxes"]
+    assert all(v.dtype == torch.float32 for v in losses.values())
+    assert boxes.dtype == torch.float32 and len(boxes)
+    inside = boxes[(boxes > 256) & (boxes < 512)]  # not clipped to an edge, where bf16's step is 2 px
+    assert len(inside) and (inside != inside.bfloat16().float()).any()
