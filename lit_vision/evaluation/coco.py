@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +171,21 @@ def evaluate_coco(
                           "recall_thresholds": np.asarray(evaluator.params.recThrs),
                           "category_ids": list(evaluator.params.catIds)}
     return out
+
+
+def ground_truth_subset(ground_truth: dict[str, Any], image_ids: Iterable[Any]) -> dict[str, Any]:
+    """``ground_truth`` (a loaded COCO dict) limited to the images ``image_ids`` and their annotations.
+
+    What torchvision's reference evaluator scores (``CocoEvaluator`` sets ``params.imgIds`` to the images it was
+    given): a validation over part of a split (``limit_val_batches``, the sanity check) is scored on the images
+    it saw, not with every unseen image's objects counted as missed. The same dict when nothing is left out.
+    """
+    keep = set(image_ids)
+    images = [img for img in ground_truth["images"] if img["id"] in keep]
+    if len(images) == len(ground_truth["images"]):
+        return ground_truth
+    return {**ground_truth, "images": images,
+            "annotations": [a for a in ground_truth["annotations"] if a["image_id"] in keep]}
 
 
 def format_stats(stats: dict[str, Any]) -> str:

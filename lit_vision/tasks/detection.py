@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from lit_vision import distributed
 from lit_vision.backbones import create_backbone
-from lit_vision.evaluation.coco import evaluate_coco
+from lit_vision.evaluation.coco import evaluate_coco, ground_truth_subset
 from lit_vision.evaluation.per_image import detection_errors
 from lit_vision.geometry import boxes_to_original
 from lit_vision.models.detection import DetectorArchitecture
@@ -180,11 +180,14 @@ class ObjectDetector(VisionTask):
         results = [r for rows in merged.values() for r in rows]
         stats: list[Any] = [None]
         if not distributed.is_distributed() or dist.get_rank() == 0:
+            # Scored on the images predicted (all of them, unless limit_val_batches or the sanity check cut the
+            # epoch short), as torchvision's reference evaluator does: unseen images' objects are not misses.
+            gt = ground_truth_subset(self._gt_cache, merged)
             # evaluate_coco's loadRes adds keys (area, id, segmentation) to the dicts it is given: pass copies.
-            full = evaluate_coco(self._gt_cache, [{**r, "bbox": list(r["bbox"])} for r in results],
+            full = evaluate_coco(gt, [{**r, "bbox": list(r["bbox"])} for r in results],
                                  per_class=self.hparams.per_class_ap, details=True)
             if full["details"] is not None:
-                self.eval_reports[stage] = detection_report(full["details"], self._gt_cache, self.class_names,
+                self.eval_reports[stage] = detection_report(full["details"], gt, self.class_names,
                                                             self._mapping, stage)
             scalars = {k: float(v) for k, v in full.items() if k not in ("per_class", "details")}
             scalars |= {f"ap/{name}": float(v) for name, v in full.get("per_class", {}).items() if v == v}

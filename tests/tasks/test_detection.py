@@ -191,6 +191,26 @@ def test_results_from_all_ranks_are_merged_and_scalars_broadcast(shapes: dict[st
     assert broadcast and broadcast[0][1] == 0 and broadcast[0][0][0]["map"] == pytest.approx(1.0)
 
 
+class GroundTruthOracle(pl.Callback):
+    """Makes the task's detector predict exactly each validation batch's ground truth."""
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: ANN001
+        pl_module.model.forward = lambda images, targets=None: [
+            {"boxes": t["boxes"].float(), "labels": t["labels"], "scores": torch.ones(len(t["labels"]))}
+            for t in batch["target"]]
+
+
+def test_partial_validation_is_scored_on_the_images_it_saw(shapes: dict[str, Path]) -> None:
+    """limit_val_batches (or the sanity check) predicts part of the split: perfect predictions on it score 1, as
+    torchvision's reference evaluator (params.imgIds = the images seen) has it, not the share of objects seen."""
+    dm = datamodule(shapes["coco_train_json"], shapes["coco_train_images"], batch_size=2)
+    model = detector("fcos", dm)
+    metrics = pl.Trainer(limit_val_batches=1, callbacks=[GroundTruthOracle()], **TRAINER_KW).validate(
+        model, datamodule=dm, verbose=False)[0]
+    assert metrics["val/map"] == pytest.approx(1.0) and metrics["val/mar_100"] == pytest.approx(1.0)
+    assert {r["image_id"] for r in model.last_coco_results} < {img["id"] for img in dm.ground_truth("val")["images"]}
+
+
 def test_checkpoint_restores_weights_and_class_names(shapes: dict[str, Path], tmp_path: Path) -> None:
     dm = datamodule(shapes["coco_train_json"], shapes["coco_train_images"])
     model = detector("fcos", dm, fpn_channels=64)
