@@ -113,6 +113,16 @@ def test_detection_recipe_instantiates(recipe: Path, tmp_path: Path, monkeypatch
     assert cli.trainer.checkpoint_callback.monitor.startswith("val/map")
 
 
+@pytest.mark.parametrize("name", ["faster_rcnn_r50_fpn_coco", "retinanet_r50_fpn_coco", "fcos_r50_fpn_coco",
+                                  "faster_rcnn_r50_fpn_voc"])
+def test_torchvision_schedule_recipes_augment_as_the_reference(name: str) -> None:
+    """torchvision's detection reference trains these models with its "hflip" preset (flip only): no photometric
+    distortion (the DataModule's default, SSD's) and no scale jitter."""
+    data = yaml.safe_load((EXPERIMENTS / "detection" / f"{name}.yaml").read_text())["data"]["init_args"]
+    assert data.get("photometric") == "none" and data.get("scale_range", "unset") is None
+    assert data.get("hflip", True) is True and not data.get("mosaic", 0)
+
+
 SEGMENTATION = sorted((EXPERIMENTS / "segmentation").glob("*.yaml"))
 
 
