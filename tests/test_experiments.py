@@ -117,10 +117,13 @@ def test_detection_recipe_instantiates(recipe: Path, tmp_path: Path, monkeypatch
                                   "faster_rcnn_r50_fpn_voc"])
 def test_torchvision_schedule_recipes_augment_as_the_reference(name: str) -> None:
     """torchvision's detection reference trains these models with its "hflip" preset (flip only): no photometric
-    distortion (the DataModule's default, SSD's) and no scale jitter."""
+    distortion (the DataModule's default, SSD's) and no scale jitter; weight decay on every parameter."""
     data = yaml.safe_load((EXPERIMENTS / "detection" / f"{name}.yaml").read_text())["data"]["init_args"]
     assert data.get("photometric") == "none" and data.get("scale_range", "unset") is None
     assert data.get("hflip", True) is True and not data.get("mosaic", 0)
+    # ... and its SGD decays every parameter, biases and norm weights included (--norm-weight-decay unset).
+    model = yaml.safe_load((EXPERIMENTS / "detection" / f"{name}.yaml").read_text())["model"]["init_args"]
+    assert model.get("no_weight_decay_norm_bias") is False
 
 
 SEGMENTATION = sorted((EXPERIMENTS / "segmentation").glob("*.yaml"))
